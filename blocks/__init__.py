@@ -1,0 +1,27 @@
+"""Prefect blocks of the ingestion product.
+
+Register them all with `prefect block register -m blocks`.
+"""
+
+from blocks.errors import ChecksumMismatch, ConfigError, IngestError, LedgerError, UnsafeNameError
+from blocks.handoff import IngestionQueue
+from blocks.ledger import Ledger
+from blocks.local_folder import LocalFolderSource
+from blocks.queue_consumer import ClaimedMessage, QueueConsumer
+from blocks.source import Candidate, DiscoverContext, SkipItem
+
+__all__ = [
+    "Candidate",
+    "ChecksumMismatch",
+    "ClaimedMessage",
+    "ConfigError",
+    "DiscoverContext",
+    "IngestError",
+    "IngestionQueue",
+    "Ledger",
+    "LedgerError",
+    "LocalFolderSource",
+    "QueueConsumer",
+    "SkipItem",
+    "UnsafeNameError",
+]

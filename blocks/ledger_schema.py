@@ -1,0 +1,133 @@
+"""Tables of the ingestion ledger ("DB service") and the ingestion queue.
+
+One schema for SQLite (the laptop default) and PostgreSQL (production). Timestamps are
+stored as UTC and always come back timezone-aware, whatever the backend keeps.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores aware datetimes as UTC; returns them aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to the ledger; pass an aware one")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# SQLite only autoincrements INTEGER PRIMARY KEY, not BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+# status: landed | duplicate (same content already landed under another name) | failed
+items = Table(
+    "ingest_items",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("name", String(1024), nullable=False),
+    Column("sha256", String(64), nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("remote_mtime", UTCDateTime, nullable=True),
+    Column("remote_version", String(512), nullable=True),
+    Column("landed_path", Text, nullable=True),
+    Column("flow_run_id", String(64), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # Failed rows keep sha256 NULL, so only landed/duplicate rows are unique.
+    UniqueConstraint("source", "name", "sha256", name="uq_ingest_items_source_name_sha"),
+    Index("ix_ingest_items_source_sha", "source", "sha256"),
+    Index("ix_ingest_items_source_created", "source", "created_at"),
+)
+
+runs = Table(
+    "ingest_runs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("flow_run_id", String(64), nullable=True),
+    Column("partition_date", String(10), nullable=True),
+    Column("status", String(20), nullable=False),  # running | completed | partial | failed
+    Column("listed", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("landed", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("seconds", String(32), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_ingest_runs_source_started", "source", "started_at"),
+)
+
+state = Table(
+    "ingest_state",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),  # JSON
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# status: ready | claimed | acked. A claim is a lease: an unacked message whose lease
+# expired can be claimed again (at-least-once delivery to consumers).
+queue = Table(
+    "ingest_queue",
+    metadata,
+    Column("message_id", String(64), primary_key=True),
+    Column("source", String(200), nullable=False),
+    Column("item_name", String(1024), nullable=False),
+    Column("sha256", String(64), nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("landed_path", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # JSON
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_by", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("acked_at", UTCDateTime, nullable=True),
+    Index("ix_ingest_queue_status_created", "status", "created_at"),
+)
+
+meta = Table(
+    "ingest_meta",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", String(200), nullable=False),
+)

@@ -1,0 +1,156 @@
+"""The source interface: how a source plugs into the one pipeline.
+
+A source is a Prefect Block that subclasses `SourceBlock` and implements:
+
+- `preflight()`: check configuration before any I/O; raise `ConfigError` naming the field.
+- `discover(ctx)`: list candidates, once per run (paged inside if the source pages). Each
+  `Candidate` has a safe relative `name`, and `size`/`mtime`/`version` when the source
+  knows them. `version` is the cheap change fingerprint (ETag, size+mtime, ...) that lets
+  the dedupe step skip an unchanged item without fetching it.
+- `fetch(candidate, out)`: stream the item's bytes into the binary writer `out` (it hashes
+  and counts as it writes; never hold the whole item in memory). It may return a mapping
+  of state (e.g. a watermark) that the record step writes in the same transaction as the
+  ledger row, and may raise `SkipItem` to skip an item (e.g. an empty increment).
+- `after_landing(candidate)`: optional action at the source once the item is recorded
+  (keep, delete, archive). A failure here is logged, never loses the landed item.
+
+Everything else (dedupe, staging, checksums, landing, queue message, ledger, retries,
+events, summary) is the pipeline's job: `flows/pipeline.py`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, BinaryIO, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from prefect.blocks.core import Block
+from pydantic import Field, field_validator
+
+from blocks.naming import SOURCE_ID_PATTERN, check_source_id
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One item a source offers: a file, an object, or an extraction window."""
+
+    name: str
+    size: int | None = None
+    mtime: datetime | None = None
+    version: str | None = None
+    expected_sha256: str | None = None
+    ref: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DiscoverContext:
+    """What a run tells its source: the logical day (for date templates), the run id,
+    whether the run is forced, and read access to the source's ledger state (watermarks,
+    cursors), which `fetch` updates by returning a mapping."""
+
+    partition_date: date
+    flow_run_id: str | None = None
+    force: bool = False
+    ledger: Any = field(default=None, repr=False, compare=False)
+    source_id: str = ""
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        if self.ledger is None:
+            return default
+        return self.ledger.get_state(self.source_id, key, default)
+
+
+class SkipItem(Exception):
+    """Raised by `fetch` to skip one item on purpose (counted as skipped, not failed).
+
+    `state` (optional) is still written to the ledger, e.g. a watermark that moves although
+    the increment was empty.
+    """
+
+    def __init__(self, reason: str = "", state: Mapping[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.state = dict(state or {})
+
+
+class SourceBlock(Block):
+    """Fields every source shares: identity in the ledger and how the pipeline treats it."""
+
+    source_id: str = Field(
+        ...,
+        pattern=SOURCE_ID_PATTERN,
+        description=(
+            "Stable id of this source in the ledger and the landing path "
+            "(letters, digits, '_', '.', '-'). Changing it makes every item look new."
+        ),
+    )
+    min_age_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="Only take items whose modification time is at least this old.",
+    )
+    stability_seconds: float = Field(
+        default=0,
+        ge=0,
+        description=(
+            "If > 0, list twice this many seconds apart and only take items whose size "
+            "and modification time did not change (files still being written are left)."
+        ),
+    )
+    changed_items: Literal["land", "ignore"] = Field(
+        default="land",
+        description=(
+            "An item seen before under the same name with new content: 'land' it as a new "
+            "version, or 'ignore' it (dedupe by name only)."
+        ),
+    )
+    dedupe_window_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Only ledger rows from the last N days count as already ingested (empty: all).",
+    )
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of the source's days (the default run date is today there).",
+    )
+    max_parallel: int = Field(default=4, ge=1, le=64, description="Items fetched at the same time.")
+    retries: int = Field(
+        default=3, ge=0, le=20, description="Retries per item, with exponential backoff."
+    )
+    retry_delay_seconds: float = Field(
+        default=2, ge=0, description="Base of the per-item exponential retry backoff."
+    )
+
+    @field_validator("source_id")
+    @classmethod
+    def _source_id_is_safe(cls, value: str) -> str:
+        return check_source_id(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    def today(self) -> date:
+        """Today in the source's time zone: the default logical day of a run."""
+        return datetime.now(ZoneInfo(self.timezone)).date()
+
+    def preflight(self) -> None:
+        """Check configuration before any I/O. Override to add checks."""
+
+    @abstractmethod
+    def discover(self, ctx: DiscoverContext) -> Iterable[Candidate]:
+        """List the candidates of this run."""
+
+    @abstractmethod
+    def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
+        """Stream one candidate's bytes into `out`."""
+
+    def after_landing(self, candidate: Candidate) -> None:  # noqa: B027 (optional hook)
+        """Act on the source once the item is recorded (default: keep it)."""

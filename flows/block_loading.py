@@ -1,0 +1,41 @@
+"""Loading the blocks a flow run names, with errors that say which parameter is wrong."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+
+from blocks.errors import ConfigError
+from blocks.handoff import IngestionQueue
+from blocks.ledger import Ledger
+
+B = TypeVar("B", bound=Block)
+
+
+def load_named_block(cls: type[B], name: str, parameter: str) -> B:
+    """`cls.load(name)`, or ConfigError naming the flow parameter and the block type."""
+    if not name:
+        raise ConfigError(parameter, f"name a saved {cls.get_block_type_name()!r} block")
+    try:
+        return cls.load(name)
+    except ValueError as exc:
+        raise ConfigError(
+            parameter,
+            f"no {cls.get_block_type_name()!r} block named {name!r} could be loaded ({exc}); "
+            f"create it in the UI or with {cls.__name__}(...).save({name!r})",
+        ) from exc
+
+
+def load_shared_blocks(
+    ledger_block: str | None, queue_block: str | None
+) -> tuple[Ledger, IngestionQueue]:
+    """The named ledger and queue blocks; empty names mean the embedded defaults
+    (SQLite ledger in .ingest/ledger.db, landing area in .ingest/landing)."""
+    ledger = load_named_block(Ledger, ledger_block, "ledger_block") if ledger_block else Ledger()
+    queue = (
+        load_named_block(IngestionQueue, queue_block, "queue_block")
+        if queue_block
+        else IngestionQueue()
+    )
+    return ledger, queue

@@ -1,0 +1,53 @@
+"""Run summary: counts kept during a run, shown as a table artifact and in the logs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prefect.artifacts import create_table_artifact
+
+
+@dataclass
+class RunSummary:
+    source: str
+    partition_date: str
+    listed: int = 0
+    skipped: int = 0
+    landed: int = 0
+    failed: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    status: str = "running"
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "failures"}
+
+    def log_line(self) -> str:
+        mb = self.bytes / 1e6
+        rate = mb / self.seconds if self.seconds else 0.0
+        return (
+            f"source={self.source} date={self.partition_date} status={self.status} "
+            f"listed={self.listed} skipped={self.skipped} landed={self.landed} "
+            f"failed={self.failed} bytes={self.bytes} seconds={self.seconds:.2f} "
+            f"({rate:.1f} MB/s)"
+        )
+
+    def publish(self) -> None:
+        """Table artifact on the flow run: one row of counts, then one row per failure."""
+        rows: list[dict[str, Any]] = [
+            {"what": key, "value": value} for key, value in self.counts().items()
+        ]
+        rows += [{"what": f"failed: {f['name']}", "value": f["error"]} for f in self.failures[:100]]
+        create_table_artifact(
+            key=artifact_key("ingest-summary", self.source),
+            table=rows,
+            description=f"Ingest run summary: {self.log_line()}",
+        )
+
+
+def artifact_key(prefix: str, source: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return f"{prefix}-{re.sub(r'[^a-z0-9-]+', '-', source.lower())}".strip("-")
