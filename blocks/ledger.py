@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,12 +15,13 @@ from prefect.blocks.core import Block
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 from pydantic import Field, PrivateAttr
 from sqlalchemy import Connection, Engine, bindparam, event, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from blocks import ledger_schema as t
 from blocks.errors import LedgerError
 
 DEFAULT_LEDGER_PATH = ".ingest/ledger.db"
+_ENGINE_LOCK = threading.Lock()
 # Keeps each IN (...) list well under SQLite's and PostgreSQL's bound-parameter limits.
 _IN_CHUNK = 5000
 
@@ -112,7 +114,9 @@ class Ledger(Block):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = self._create_engine()
+            with _ENGINE_LOCK:  # tasks in threads share one block: create one engine
+                if self._engine is None:
+                    self._engine = self._create_engine()
         return self._engine
 
     @property
@@ -137,7 +141,11 @@ class Ledger(Block):
 
     def _ensure_schema(self, engine: Engine) -> None:
         try:
-            t.metadata.create_all(engine, checkfirst=True)
+            try:
+                t.metadata.create_all(engine, checkfirst=True)
+            except (OperationalError, ProgrammingError, IntegrityError):
+                # Another process created the tables between our check and create.
+                t.metadata.create_all(engine, checkfirst=True)
             with engine.begin() as conn:
                 current = conn.execute(
                     select(t.meta.c.value).where(t.meta.c.key == "schema_version")

@@ -1,0 +1,447 @@
+"""The local folder flow end to end on the Prefect test API, with SQLite and PostgreSQL ledgers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.settings import PREFECT_API_URL
+from pydantic import ValidationError
+
+from blocks import IngestionQueue, Ledger, LocalFolderSource, QueueConsumer
+from blocks.errors import ConfigError, LedgerError
+from blocks.source import Candidate, SourceBlock
+from flows.local_folder import ingest_local_folder
+from flows.pipeline import landed_files, run_source
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(save_block, ledger: Ledger, queue: IngestionQueue, source: LocalFolderSource, **params):
+    state = ingest_local_folder(
+        source_block=save_block(source, "src"),
+        ledger_block=save_block(ledger, "ledger"),
+        queue_block=save_block(queue, "queue"),
+        return_state=True,
+        **params,
+    )
+    return state
+
+
+def counts(state) -> dict:
+    return state.result(raise_on_failure=False)
+
+
+def write(path: Path, data: str | bytes, age: float | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    if age is not None:
+        past = time.time() - age
+        os.utime(path, (past, past))
+    return path
+
+
+def test_lands_new_files_once_and_rerun_lands_nothing(save_block, ledger, queue, inbox) -> None:
+    write(inbox / "a.csv", "1,2\n")
+    write(inbox / "b.csv", "3,4\n")
+    write(inbox / "sub" / "c.csv", "5,6\n")
+    write(inbox / "skip.txt", "not matched")
+    write(inbox / ".hidden.csv", "hidden")
+    source = LocalFolderSource(
+        source_id="partner", directory=str(inbox), pattern="*.csv", recursive=True
+    )
+
+    state = run(save_block, ledger, queue, source)
+    assert state.is_completed(), state.message
+    first = counts(state)
+    assert (first["listed"], first["landed"], first["skipped"], first["failed"]) == (3, 3, 0, 0)
+    assert first["bytes"] == 12
+    day = first["partition_date"].replace("-", "/")
+    landed = sorted(
+        str(p.relative_to(queue.landing_root)) for p in landed_files(queue.landing_root)
+    )
+    assert landed == [f"partner/{day}/a.csv", f"partner/{day}/b.csv", f"partner/{day}/sub/c.csv"]
+    assert (queue.landing_root / f"partner/{day}/sub/c.csv").read_text() == "5,6\n"
+    assert QueueConsumer(ledger, "c").pending_count("partner") == 3
+    assert not list(queue.staging_root.rglob("*.part"))
+
+    again = counts(run(save_block, ledger, queue, source))
+    assert (again["listed"], again["landed"], again["skipped"]) == (3, 0, 3)
+    assert QueueConsumer(ledger, "c").pending_count("partner") == 3
+    assert ledger.count_items("partner") == 3
+    (last_run, previous_run) = ledger.recent_runs("partner", limit=2)
+    assert (last_run["status"], last_run["skipped"], previous_run["landed"]) == ("completed", 3, 3)
+
+
+def test_summary_artifact_is_published(save_block, sqlite_ledger, queue, inbox) -> None:
+    write(inbox / "a.csv", "x")
+    source = LocalFolderSource(source_id="Art_Src", directory=str(inbox))
+    state = run(save_block, sqlite_ledger, queue, source)
+    assert state.is_completed()
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["ingest-summary-art-src"])
+                )
+            )
+
+    import asyncio
+
+    artifacts = asyncio.run(read())
+    assert artifacts and artifacts[0].type == "table"
+    table = (
+        artifacts[0].data if isinstance(artifacts[0].data, list) else json.loads(artifacts[0].data)
+    )
+    assert {"what": "landed", "value": 1} in table
+
+
+def test_changed_file_follows_the_documented_rule(save_block, ledger, queue, inbox) -> None:
+    f = write(inbox / "a.csv", "version 1", age=100)
+    source = LocalFolderSource(source_id="chg", directory=str(inbox))
+    assert counts(run(save_block, ledger, queue, source))["landed"] == 1
+
+    # Same name, new content: a new version, beside the old one on the same day.
+    write(f, "version 2 is longer", age=50)
+    second = counts(run(save_block, ledger, queue, source))
+    assert (second["landed"], second["skipped"]) == (1, 0)
+    names = sorted(p.name for p in landed_files(queue.landing_root))
+    assert names[0] == "a.csv" and names[1].startswith("a~") and len(names) == 2
+    assert {p.read_text() for p in landed_files(queue.landing_root)} == {
+        "version 1",
+        "version 2 is longer",
+    }
+
+    # Touched but unchanged content: fetched, recognised by sha256, not landed again,
+    # and remembered so the next run does not even fetch it.
+    os.utime(f, None)
+    third = counts(run(save_block, ledger, queue, source))
+    assert (third["landed"], third["skipped"]) == (0, 1)
+    assert ledger.count_items("chg") == 2
+    assert ledger.known_items("chg", ["a.csv"])["a.csv"][-1].remote_version is not None
+    fourth = counts(run(save_block, ledger, queue, source))
+    assert (fourth["landed"], fourth["skipped"]) == (0, 1)
+
+    # changed_items='ignore': dedupe by name only.
+    write(f, "version 3")
+    ignoring = source.model_copy(update={"changed_items": "ignore"})
+    assert counts(run(save_block, ledger, queue, ignoring))["landed"] == 0
+
+
+def test_same_content_under_another_name_is_not_landed_twice(
+    save_block, ledger, queue, inbox
+) -> None:
+    write(inbox / "a.csv", "same bytes")
+    source = LocalFolderSource(source_id="dup", directory=str(inbox))
+    assert counts(run(save_block, ledger, queue, source))["landed"] == 1
+    write(inbox / "copy-of-a.csv", "same bytes")
+    result = counts(run(save_block, ledger, queue, source))
+    assert (result["landed"], result["skipped"]) == (0, 2)
+    assert len(landed_files(queue.landing_root)) == 1
+    # ... and the duplicate is remembered: the next listing skips it without fetching.
+    assert "copy-of-a.csv" in ledger.known_items("dup", ["copy-of-a.csv"])
+
+
+def test_force_relands_and_sends_a_new_message(save_block, ledger, queue, inbox) -> None:
+    write(inbox / "a.csv", "x")
+    source = LocalFolderSource(source_id="frc", directory=str(inbox))
+    run(save_block, ledger, queue, source)
+    forced = counts(run(save_block, ledger, queue, source, force=True))
+    assert (forced["landed"], forced["skipped"]) == (1, 0)
+    assert ledger.count_items("frc") == 1  # the row is updated, not duplicated
+    assert QueueConsumer(ledger, "c").pending_count("frc") == 2
+    assert len(landed_files(queue.landing_root)) == 1
+
+
+def test_young_and_growing_files_wait_until_stable(save_block, sqlite_ledger, queue, inbox) -> None:
+    young = write(inbox / "young.csv", "just written")
+    source = LocalFolderSource(source_id="age", directory=str(inbox), min_age_seconds=60)
+    assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 0
+    write(young, "just written", age=120)
+    assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 1
+
+    growing = inbox / "growing.csv"
+    stop = threading.Event()
+
+    def writer() -> None:
+        with open(growing, "ab") as fh:
+            while not stop.is_set():
+                fh.write(b"row\n")
+                fh.flush()
+                time.sleep(0.05)
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        stable = LocalFolderSource(source_id="stab", directory=str(inbox), stability_seconds=1.0)
+        while_growing = counts(run(save_block, sqlite_ledger, queue, stable))
+        assert while_growing["landed"] == 1  # young.csv only: stable, and new for "stab"
+        assert {p.name for p in landed_files(queue.landing_root / "stab")} == {"young.csv"}
+    finally:
+        stop.set()
+        th.join()
+    done = counts(run(save_block, sqlite_ledger, queue, stable))
+    assert done["landed"] == 1
+    assert (queue.landing_root / "stab").exists()
+    landed = {p.name: p for p in landed_files(queue.landing_root / "stab")}
+    assert landed["growing.csv"].read_bytes() == growing.read_bytes()
+
+
+@pytest.mark.parametrize("action", ["delete", "archive"])
+def test_after_landing_action(save_block, sqlite_ledger, queue, inbox, tmp_path, action) -> None:
+    write(inbox / "a.csv", "x")
+    archive = tmp_path / "archive"
+    source = LocalFolderSource(
+        source_id="act",
+        directory=str(inbox),
+        after_landing_action=action,
+        archive_dir=str(archive) if action == "archive" else None,
+    )
+    assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 1
+    assert not (inbox / "a.csv").exists()
+    assert (archive / "a.csv").exists() == (action == "archive")
+
+
+def test_bad_block_values_fail_before_any_io(save_block, queue, tmp_path) -> None:
+    with pytest.raises(ValidationError, match="min_age_seconds"):
+        LocalFolderSource(source_id="x", directory=str(tmp_path), min_age_seconds=-1)
+    with pytest.raises(ValidationError, match="stability_seconds"):
+        LocalFolderSource(source_id="x", directory=str(tmp_path), stability_seconds=-5)
+    with pytest.raises(ValidationError, match="archive_dir"):
+        LocalFolderSource(source_id="x", directory=str(tmp_path), after_landing_action="archive")
+    with pytest.raises(ValidationError, match="source_id"):
+        LocalFolderSource(source_id="../up", directory=str(tmp_path))
+    with pytest.raises(ValidationError, match="timezone"):
+        LocalFolderSource(source_id="x", directory=str(tmp_path), timezone="Mars/Base")
+
+    ledger_path = tmp_path / "never" / "ledger.db"
+    from tests.conftest import sqlite_connector
+
+    ledger = Ledger(database=sqlite_connector(ledger_path))
+    missing = LocalFolderSource(source_id="x", directory=str(tmp_path / "does-not-exist"))
+    state = run(save_block, ledger, queue, missing)
+    assert state.is_failed()
+    with pytest.raises(ConfigError, match=r"LocalFolderSource\.directory: folder .*does-not-exist"):
+        state.result()
+    assert not ledger_path.exists(), "the ledger must not be touched before the config is valid"
+    assert not queue.landing_root.exists()
+
+    unknown = ingest_local_folder(source_block="no-such-block", return_state=True)
+    with pytest.raises(ConfigError, match="source_block: no 'Local Folder Source' block named"):
+        unknown.result()
+
+
+class _ListedNames(SourceBlock):
+    """Test source that lists whatever names it is given."""
+
+    _block_type_slug = "test-listed-names"
+    names: list[str]
+
+    def discover(self, ctx):
+        return [Candidate(name=n, size=3, version="v") for n in self.names]
+
+    def fetch(self, candidate, out):
+        out.write(b"abc" if candidate.name == "ok.csv" else b"evil")
+        return None
+
+
+@flow
+def _run_listed(source, ledger, queue):
+    return run_source(source, ledger, queue, fail_on_item_error=False).counts()
+
+
+def test_names_escaping_the_landing_folder_are_refused(sqlite_ledger, queue, tmp_path) -> None:
+    names = ["../escape.csv", "/etc/evil", "a/../../b", "nul\x00.csv", "ok.csv", "..\\win.csv"]
+    result = _run_listed(_ListedNames(source_id="names", names=names), sqlite_ledger, queue)
+    assert (result["listed"], result["landed"], result["failed"]) == (6, 1, 5)
+    every_file = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert all(
+        queue.landing_root in p.parents or p.name.startswith("ledger.db") for p in every_file
+    )
+    assert [p.name for p in landed_files(queue.landing_root)] == ["ok.csv"]
+    failed = sqlite_ledger.recent_items("names")
+    assert sum(r["status"] == "failed" for r in failed) == 5
+
+
+def test_crash_between_fetch_and_hand_off_leaves_no_partial_file(
+    save_block, ledger, queue, inbox, monkeypatch
+) -> None:
+    write(inbox / "a.csv", "payload")
+    source = LocalFolderSource(source_id="crash", directory=str(inbox), retries=0)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash before hand-off")
+
+    monkeypatch.setattr(IngestionQueue, "place", boom)
+    state = run(save_block, ledger, queue, source)
+    assert state.is_failed()
+    assert counts(state)["failed"] == 1 if isinstance(counts(state), dict) else True
+    assert landed_files(queue.landing_root) == []
+    assert not list(queue.staging_root.rglob("*.part"))
+    assert ledger.count_items("crash") == 0
+
+    monkeypatch.undo()
+    result = counts(run(save_block, ledger, queue, source))
+    assert result["landed"] == 1
+    assert counts(run(save_block, ledger, queue, source))["landed"] == 0
+    assert len(landed_files(queue.landing_root)) == 1
+    assert QueueConsumer(ledger, "c").pending_count("crash") == 1
+
+
+def test_retries_recover_a_flaky_item(save_block, sqlite_ledger, queue, inbox, monkeypatch) -> None:
+    write(inbox / "a.csv", "payload")
+    calls = {"n": 0}
+    real_fetch = LocalFolderSource.fetch
+
+    def flaky(self, candidate, out):
+        calls["n"] += 1
+        if calls["n"] < 3:
+            out.write(b"partial")
+            raise ConnectionError("link dropped")
+        return real_fetch(self, candidate, out)
+
+    monkeypatch.setattr(LocalFolderSource, "fetch", flaky)
+    source = LocalFolderSource(
+        source_id="flaky", directory=str(inbox), retries=3, retry_delay_seconds=0.01
+    )
+    result = counts(run(save_block, sqlite_ledger, queue, source))
+    assert (result["landed"], result["failed"], calls["n"]) == (1, 0, 3)
+    assert [p.read_text() for p in landed_files(queue.landing_root)] == ["payload"]
+
+
+def test_one_failed_item_does_not_stop_the_others(
+    save_block, sqlite_ledger, queue, inbox, monkeypatch
+) -> None:
+    for i in range(5):
+        write(inbox / f"f{i}.csv", f"row {i}")
+    real_fetch = LocalFolderSource.fetch
+
+    def fail_one(self, candidate, out):
+        if candidate.name == "f2.csv":
+            raise PermissionError("f2.csv: permission denied")
+        return real_fetch(self, candidate, out)
+
+    monkeypatch.setattr(LocalFolderSource, "fetch", fail_one)
+    source = LocalFolderSource(
+        source_id="one", directory=str(inbox), retries=1, retry_delay_seconds=0.01
+    )
+    state = run(save_block, sqlite_ledger, queue, source)
+    assert state.is_failed() and "f2.csv" in state.message
+    assert len(landed_files(queue.landing_root)) == 4
+    partial = counts(run(save_block, sqlite_ledger, queue, source, fail_on_item_error=False))
+    assert partial["failed"] == 1 and partial["skipped"] == 4
+    (last,) = sqlite_ledger.recent_runs("one", limit=1)
+    assert last["status"] == "partial"
+
+
+def test_ledger_failure_fails_the_run_fast(
+    save_block, sqlite_ledger, queue, inbox, monkeypatch
+) -> None:
+    for i in range(6):
+        write(inbox / f"f{i}.csv", f"row {i}")
+    fetched: list[str] = []
+    real_fetch = LocalFolderSource.fetch
+
+    def counting(self, candidate, out):
+        fetched.append(candidate.name)
+        return real_fetch(self, candidate, out)
+
+    def ledger_down(*args, **kwargs):
+        raise LedgerError("ledger database error: server closed the connection")
+
+    monkeypatch.setattr(LocalFolderSource, "fetch", counting)
+    monkeypatch.setattr(Ledger, "record_landed", ledger_down)
+    source = LocalFolderSource(source_id="ldown", directory=str(inbox), max_parallel=1, retries=3)
+    state = run(save_block, sqlite_ledger, queue, source)
+    assert state.is_failed()
+    with pytest.raises(LedgerError):
+        state.result()
+    assert len(fetched) == 1, "no retries and no further items once the ledger fails"
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _ledger_url(ledger: Ledger) -> str:
+    return ledger.engine.url.render_as_string(hide_password=False)
+
+
+def test_killed_run_leaves_no_partial_file_and_next_run_lands_once(
+    save_block, ledger, queue, inbox
+) -> None:
+    write(inbox / "big.csv", os.urandom(256 * 1024))
+    hang = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests/flow_subprocess.py"),
+            _ledger_url(ledger),
+            str(queue.landing_root),
+            str(inbox),
+            "--hang-after-first-chunk",
+        ],
+        env=_subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (inbox.parent / "fetching").exists():
+            assert hang.poll() is None, hang.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "the subprocess never started fetching"
+            time.sleep(0.1)
+        assert list(queue.staging_root.rglob("*.part")), "a partial file should be staging"
+    finally:
+        hang.send_signal(signal.SIGKILL)
+        hang.wait(30)
+    assert not queue.landing_root.exists() or landed_files(queue.landing_root) == []
+
+    source = LocalFolderSource(source_id="race", directory=str(inbox))
+    assert counts(run(save_block, ledger, queue, source))["landed"] == 1
+    assert counts(run(save_block, ledger, queue, source))["landed"] == 0
+    (landed,) = landed_files(queue.landing_root)
+    assert landed.read_bytes() == (inbox / "big.csv").read_bytes()
+    assert QueueConsumer(ledger, "c").pending_count("race") == 1
+
+
+def test_two_runs_at_once_never_land_an_item_twice(ledger, queue, inbox) -> None:
+    for i in range(40):
+        write(inbox / f"f{i:02d}.csv", f"row {i}\n" * 50)
+    args = [
+        sys.executable,
+        str(ROOT / "tests/flow_subprocess.py"),
+        _ledger_url(ledger),
+        str(queue.landing_root),
+        str(inbox),
+    ]
+    env = _subprocess_env()
+    env["INGEST_TEST_START_AT"] = str(time.time() + 20)  # both list at the same moment
+    procs = [
+        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err.decode()[-3000:]
+        outs.append(json.loads(out.decode().strip().splitlines()[-1]))
+    assert sum(o["landed"] for o in outs) == 40, outs
+    assert all(o["failed"] == 0 for o in outs)
+    assert ledger.count_items("race") == 40
+    assert QueueConsumer(ledger, "c").pending_count("race") == 40
+    assert len(landed_files(queue.landing_root)) == 40
