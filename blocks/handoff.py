@@ -13,16 +13,12 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
+from blocks.defaults import default_landing_dir
 from blocks.errors import ConfigError, IngestError
 from blocks.ledger import LandedRecord, QueueMessage
 from blocks.naming import check_source_id, landing_path, safe_relative_name, versioned_name
 
-DEFAULT_LANDING_DIR = ".ingest/landing"
 _CHUNK = 1024 * 1024
-
-
-def default_landing_dir() -> str:
-    return os.environ.get("INGEST_LANDING_DIR", DEFAULT_LANDING_DIR)
 
 
 def message_id_for(source: str, name: str, sha256: str, generation: str = "") -> str:

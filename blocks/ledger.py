@@ -18,9 +18,9 @@ from sqlalchemy import Connection, Engine, bindparam, event, func, insert, selec
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from blocks import ledger_schema as t
+from blocks.defaults import default_ledger_path
 from blocks.errors import LedgerError
 
-DEFAULT_LEDGER_PATH = ".ingest/ledger.db"
 _ENGINE_LOCK = threading.Lock()
 # Keeps each IN (...) list well under SQLite's and PostgreSQL's bound-parameter limits.
 _IN_CHUNK = 5000
@@ -31,7 +31,7 @@ def utcnow() -> datetime:
 
 
 def default_database() -> SqlAlchemyConnector:
-    path = os.environ.get("INGEST_LEDGER_PATH", DEFAULT_LEDGER_PATH)
+    path = default_ledger_path()
     return SqlAlchemyConnector(
         connection_info=ConnectionComponents(driver=SyncDriver.SQLITE_PYSQLITE, database=path)
     )
@@ -82,7 +82,8 @@ class Ledger(Block):
 
     Backed by SQLAlchemy through a nested prefect-sqlalchemy `SqlAlchemyConnector`, so the
     database credentials are their own block (rotate once, every ledger follows). The default
-    is a SQLite file (`.ingest/ledger.db`, or `$INGEST_LEDGER_PATH`); use PostgreSQL in
+    is a SQLite file (`$INGEST_LEDGER_PATH`, else `$INGEST_HOME/ledger.db`, else
+    `~/.ingest/ledger.db`); use PostgreSQL in
     production with the same code. Tables are created on first use.
 
     Tables: `ingest_items` (unique on source, name, sha256), `ingest_runs`, `ingest_state`

@@ -31,7 +31,7 @@ def load_shared_blocks(
     ledger_block: str | None, queue_block: str | None
 ) -> tuple[Ledger, IngestionQueue]:
     """The named ledger and queue blocks; empty names mean the embedded defaults
-    (SQLite ledger in .ingest/ledger.db, landing area in .ingest/landing)."""
+    (SQLite ledger and landing area under $INGEST_HOME, default ~/.ingest)."""
     ledger = load_named_block(Ledger, ledger_block, "ledger_block") if ledger_block else Ledger()
     queue = (
         load_named_block(IngestionQueue, queue_block, "queue_block")

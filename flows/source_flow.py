@@ -15,8 +15,8 @@ from flows.pipeline import run_source
 PARAMETER_DOCS = """
 Args:
     source_block: Name of the saved source block.
-    ledger_block: Name of the saved Ingest Ledger block (empty: SQLite in .ingest/).
-    queue_block: Name of the saved Ingestion Queue block (empty: landing in .ingest/landing).
+    ledger_block: Name of the saved Ingest Ledger block (empty: SQLite in $INGEST_HOME, ~/.ingest).
+    queue_block: Name of the saved Ingestion Queue block (empty: $INGEST_HOME/landing).
     force: Re-land items already in the ledger.
     date: Logical day of the run: fills date templates and the landing path (default:
         today in the source block's time zone). The backfill flow sets it.
