@@ -62,6 +62,7 @@ class LandedRecord:
     remote_mtime: datetime | None = None
     remote_version: str | None = None
     status: str = "landed"
+    partition_date: date | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ class Ledger(Block):
             remote_mtime=record.remote_mtime,
             remote_version=record.remote_version,
             landed_path=record.landed_path,
+            partition_date=record.partition_date.isoformat() if record.partition_date else None,
             flow_run_id=record.flow_run_id,
             status=record.status,
             updated_at=now,
@@ -327,7 +329,13 @@ class Ledger(Block):
             )
 
     def record_failure(
-        self, source: str, name: str, flow_run_id: str | None, error: str, size: int | None = None
+        self,
+        source: str,
+        name: str,
+        flow_run_id: str | None,
+        error: str,
+        size: int | None = None,
+        partition_date: date | None = None,
     ) -> None:
         now = utcnow()
         with self.transaction() as conn:
@@ -337,6 +345,7 @@ class Ledger(Block):
                     name=name,
                     sha256=None,
                     size=size,
+                    partition_date=partition_date.isoformat() if partition_date else None,
                     flow_run_id=flow_run_id,
                     status="failed",
                     error=error[:4000],
@@ -422,12 +431,17 @@ class Ledger(Block):
         with self.transaction() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
-    def count_items(self, source: str, status: str = "landed") -> int:
+    def count_items(
+        self, source: str, status: str = "landed", partition_date: date | None = None
+    ) -> int:
+        """How many rows of a status a source has, optionally for one logical day."""
         stmt = (
             select(func.count())
             .select_from(t.items)
             .where(t.items.c.source == source, t.items.c.status == status)
         )
+        if partition_date is not None:
+            stmt = stmt.where(t.items.c.partition_date == partition_date.isoformat())
         with self.transaction() as conn:
             return int(conn.execute(stmt).scalar() or 0)
 

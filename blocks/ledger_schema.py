@@ -64,6 +64,7 @@ items = Table(
     Column("remote_mtime", UTCDateTime, nullable=True),
     Column("remote_version", String(512), nullable=True),
     Column("landed_path", Text, nullable=True),
+    Column("partition_date", String(10), nullable=True),  # the run's logical day
     Column("flow_run_id", String(64), nullable=True),
     Column("status", String(20), nullable=False),
     Column("error", Text, nullable=True),
@@ -73,6 +74,7 @@ items = Table(
     UniqueConstraint("source", "name", "sha256", name="uq_ingest_items_source_name_sha"),
     Index("ix_ingest_items_source_sha", "source", "sha256"),
     Index("ix_ingest_items_source_created", "source", "created_at"),
+    Index("ix_ingest_items_source_partition", "source", "partition_date"),
 )
 
 runs = Table(

@@ -236,6 +236,7 @@ def land_item(
                             remote_mtime=candidate.mtime,
                             remote_version=candidate.version,
                             status="duplicate",
+                            partition_date=day,
                         )
                     )
                     reason = f"same content as {same.name}"
@@ -254,6 +255,7 @@ def land_item(
             flow_run_id=flow_run_id,
             remote_mtime=candidate.mtime,
             remote_version=candidate.version,
+            partition_date=day,
         )
         message = queue.message_for(record, generation=(flow_run_id or "force") if force else "")
         if not ledger.record_landed(record, message, state, replace=force):
@@ -334,7 +336,9 @@ def run_source(
         summary.skipped = len(already)
         for outcome in refused:
             _count(summary, outcome)
-            ledger.record_failure(source.source_id, outcome.name, flow_run_id, outcome.reason)
+            ledger.record_failure(
+                source.source_id, outcome.name, flow_run_id, outcome.reason, None, day
+            )
         logger.info("%d new item(s) to fetch, %d already ingested", len(to_fetch), len(already))
         _land_all(source, ledger, queue, to_fetch, day, flow_run_id, force, summary)
     except BaseException as exc:
@@ -405,7 +409,7 @@ def _land_all(
             logger.error("%s failed: %s", cand.name, error)
             _count(summary, ItemOutcome(cand.name, "failed", reason=error))
             try:
-                ledger.record_failure(summary.source, cand.name, flow_run_id, error, cand.size)
+                ledger.record_failure(summary.source, cand.name, flow_run_id, error, cand.size, day)
             except LedgerError as exc:
                 ledger_error = ledger_error or exc
         progress.step(summary)

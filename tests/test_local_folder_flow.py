@@ -445,3 +445,16 @@ def test_two_runs_at_once_never_land_an_item_twice(ledger, queue, inbox) -> None
     assert ledger.count_items("race") == 40
     assert QueueConsumer(ledger, "c").pending_count("race") == 40
     assert len(landed_files(queue.landing_root)) == 40
+
+
+def test_jitter_is_bounded_and_trigger_is_accepted(save_block, sqlite_ledger, queue, inbox) -> None:
+    write(inbox / "a.csv", "x")
+    source = LocalFolderSource(source_id="jit", directory=str(inbox))
+    bad = run(save_block, sqlite_ledger, queue, source, jitter_seconds=-1)
+    assert bad.is_failed()
+    with pytest.raises(ConfigError, match="jitter_seconds"):
+        bad.result()
+    ok = run(save_block, sqlite_ledger, queue, source, jitter_seconds=0.2, trigger={"from": "test"})
+    assert counts(ok)["landed"] == 1
+    (row,) = sqlite_ledger.recent_items("jit")
+    assert row["partition_date"] == counts(ok)["partition_date"]
