@@ -152,5 +152,19 @@ class SourceBlock(Block):
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         """Stream one candidate's bytes into `out`."""
 
+    def test_connection(self) -> dict[str, Any]:
+        """Check the configuration, list the source once, and say what was found.
+
+        Sources with a cheaper or richer check override this.
+        """
+        self.preflight()
+        items = list(self.discover(DiscoverContext(partition_date=self.today())))
+        return {
+            "ok": True,
+            "source_id": self.source_id,
+            "items": len(items),
+            "sample": [c.name for c in items[:10]],
+        }
+
     def after_landing(self, candidate: Candidate) -> None:  # noqa: B027 (optional hook)
         """Act on the source once the item is recorded (default: keep it)."""

@@ -105,7 +105,13 @@ def take_stable(first: list[Candidate], second: Iterable[Candidate]) -> list[Can
     return [c for c in first if again.get(c.name) == (c.size, c.mtime)]
 
 
-@task(name="discover", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(2))
+@task(
+    name="discover",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(2),
+    retry_condition_fn=_retry_unless_final,
+)
 def discover(
     source: SourceBlock, ctx: DiscoverContext
 ) -> tuple[list[Candidate], list[ItemOutcome]]:

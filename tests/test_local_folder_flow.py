@@ -458,3 +458,14 @@ def test_jitter_is_bounded_and_trigger_is_accepted(save_block, sqlite_ledger, qu
     assert counts(ok)["landed"] == 1
     (row,) = sqlite_ledger.recent_items("jit")
     assert row["partition_date"] == counts(ok)["partition_date"]
+
+
+def test_test_connection_reports_what_it_found(inbox, tmp_path) -> None:
+    write(inbox / "a.csv", "x")
+    write(inbox / "b.txt", "y")
+    report = LocalFolderSource(
+        source_id="tc", directory=str(inbox), pattern="*.csv"
+    ).test_connection()
+    assert report == {"ok": True, "source_id": "tc", "items": 1, "sample": ["a.csv"]}
+    with pytest.raises(ConfigError, match="LocalFolderSource.directory"):
+        LocalFolderSource(source_id="tc", directory=str(tmp_path / "nope")).test_connection()
