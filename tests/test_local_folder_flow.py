@@ -469,3 +469,41 @@ def test_test_connection_reports_what_it_found(inbox, tmp_path) -> None:
     assert report == {"ok": True, "source_id": "tc", "items": 1, "sample": ["a.csv"]}
     with pytest.raises(ConfigError, match="LocalFolderSource.directory"):
         LocalFolderSource(source_id="tc", directory=str(tmp_path / "nope")).test_connection()
+
+
+@flow(name="downstream-consumer")
+def _downstream(item: dict) -> str:
+    return item["landed_path"]
+
+
+def test_downstream_deployment_is_started_once_per_landed_item(
+    save_block, sqlite_ledger, inbox, tmp_path
+) -> None:
+    import asyncio
+
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    deployment_id = _downstream.to_deployment(name="on-landed").apply()
+    queue = IngestionQueue(
+        landing_dir=str(tmp_path / "landing"),
+        fsync=False,
+        downstream_deployment="downstream-consumer/on-landed",
+    )
+    write(inbox / "a.csv", "x")
+    write(inbox / "b.csv", "y")
+    source = LocalFolderSource(source_id="down", directory=str(inbox))
+    assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 2
+    assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 0
+
+    async def runs():
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            )
+
+    started = asyncio.run(runs())
+    assert sorted(Path(r.parameters["item"]["landed_path"]).name for r in started) == [
+        "a.csv",
+        "b.csv",
+    ]
+    assert all(r.parameters["item"]["source"] == "down" for r in started)
