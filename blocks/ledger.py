@@ -26,6 +26,17 @@ _ENGINE_LOCK = threading.Lock()
 _IN_CHUNK = 5000
 
 
+# The columns a KnownItem is built from.
+_KNOWN_COLUMNS = (
+    t.items.c.name,
+    t.items.c.sha256,
+    t.items.c.size,
+    t.items.c.remote_version,
+    t.items.c.landed_path,
+    t.items.c.status,
+)
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -202,14 +213,7 @@ class Ledger(Block):
         """
         wanted = list(dict.fromkeys(names))
         found: dict[str, list[KnownItem]] = {}
-        stmt = select(
-            t.items.c.name,
-            t.items.c.sha256,
-            t.items.c.size,
-            t.items.c.remote_version,
-            t.items.c.landed_path,
-            t.items.c.status,
-        ).where(
+        stmt = select(*_KNOWN_COLUMNS).where(
             t.items.c.source == source,
             t.items.c.status.in_(("landed", "duplicate")),
             t.items.c.name.in_(bindparam("names", expanding=True)),
@@ -226,14 +230,7 @@ class Ledger(Block):
     def landed_by_sha(self, source: str, sha256: str) -> KnownItem | None:
         """A landed row of this source with this content, if any (content dedupe)."""
         stmt = (
-            select(
-                t.items.c.name,
-                t.items.c.sha256,
-                t.items.c.size,
-                t.items.c.remote_version,
-                t.items.c.landed_path,
-                t.items.c.status,
-            )
+            select(*_KNOWN_COLUMNS)
             .where(
                 t.items.c.source == source,
                 t.items.c.sha256 == sha256,
