@@ -134,19 +134,24 @@ def gcs_bucket(gcp_env: str):
 
 
 class _Rejecting(BaseHTTPRequestHandler):
-    """Answers every request as GCS answers an invalid or revoked access token."""
+    """Answers every request as GCS answers a token whose account has no access (403).
+
+    Not 401: on a 401 google-auth refreshes the token and retries, and refreshing user
+    credentials goes to oauth2.googleapis.com, i.e. off this machine.
+    """
 
     def _reject(self) -> None:
         body = json.dumps(
             {
                 "error": {
-                    "code": 401,
-                    "message": "Invalid Credentials",
-                    "errors": [{"reason": "authError", "message": "Invalid Credentials"}],
+                    "code": 403,
+                    "message": "ingest@test-project.iam.gserviceaccount.com does not have "
+                    "storage.objects.list access to the Google Cloud Storage bucket.",
+                    "errors": [{"reason": "forbidden", "message": "Forbidden"}],
                 }
             }
         ).encode()
-        self.send_response(401)
+        self.send_response(403)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -160,7 +165,8 @@ class _Rejecting(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def gcs_rejecting_endpoint() -> Iterator[str]:
-    """A 127.0.0.1 endpoint that refuses every token the way GCS does (401 authError).
+    """A 127.0.0.1 endpoint that refuses every request the way GCS refuses a credential
+    without access to the bucket (403).
 
     The emulator accepts any token, so a rejected credential cannot be produced against
     it; this stands in for GCS only in the bad-credentials test.
