@@ -4,10 +4,12 @@ Register them all with `prefect block register -m blocks`.
 """
 
 from blocks.errors import ChecksumMismatch, ConfigError, IngestError, LedgerError, UnsafeNameError
+from blocks.gcs_source import GcsSource
 from blocks.handoff import IngestionQueue
 from blocks.ledger import Ledger
 from blocks.local_folder import LocalFolderSource
 from blocks.queue_consumer import ClaimedMessage, QueueConsumer
+from blocks.s3_source import S3Source
 from blocks.source import Candidate, DiscoverContext, SkipItem
 
 __all__ = [
@@ -16,12 +18,14 @@ __all__ = [
     "ClaimedMessage",
     "ConfigError",
     "DiscoverContext",
+    "GcsSource",
     "IngestError",
     "IngestionQueue",
     "Ledger",
     "LedgerError",
     "LocalFolderSource",
     "QueueConsumer",
+    "S3Source",
     "SkipItem",
     "UnsafeNameError",
 ]
