@@ -95,7 +95,7 @@ class JsonlWriter(RowWriter):
         self.rows += len(rows)
 
 
-class _Sink(io.RawIOBase):
+class RawSink(io.RawIOBase):
     """A write-only file object over the pipeline's writer (pyarrow needs tell())."""
 
     def __init__(self, out: BinaryIO) -> None:
@@ -106,13 +106,70 @@ class _Sink(io.RawIOBase):
         return True
 
     def write(self, data) -> int:  # type: ignore[override]
-        view = bytes(data)
-        self._out.write(view)
-        self._pos += len(view)
-        return len(view)
+        size = memoryview(data).nbytes
+        self._out.write(data)  # synchronously: a borrowed buffer is fine
+        self._pos += size
+        return size
 
     def tell(self) -> int:
         return self._pos
+
+
+class ThreadedSink(io.RawIOBase):
+    """Hands blocks to one background thread that writes them into `out`.
+
+    The pipeline's writer hashes (sha256) and writes each block; both release the GIL, so
+    doing it on a second thread overlaps it with receiving the next COPY data instead of
+    stalling the database connection. At most `depth` blocks wait (bounded memory); order
+    is kept; `flush()` waits until everything is written and re-raises a writer error.
+    """
+
+    def __init__(self, out: BinaryIO, depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self._out = out
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sql-copy-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            block = self._queue.get()
+            try:
+                if block is None:
+                    return
+                if self._error is None:
+                    self._out.write(block)
+            except BaseException as exc:  # re-raised in the reading thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self._raise()
+        block = bytes(data)  # the caller's buffer is only borrowed
+        self._queue.put(block)
+        return len(block)
+
+    def flush(self) -> None:
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        if not self.closed and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        super().close()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 class ParquetWriter(RowWriter):
@@ -123,7 +180,7 @@ class ParquetWriter(RowWriter):
         super().__init__(out, names)
         self._pa = pa
         self._schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
-        self._sink = _Sink(out)
+        self._sink = RawSink(out)
         self._writer = pq.ParquetWriter(self._sink, self._schema, compression="zstd")
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:

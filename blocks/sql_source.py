@@ -27,6 +27,7 @@ before they are bound. Watermarks are stored in UTC with an explicit offset.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 import weakref
@@ -184,10 +185,17 @@ class SqlSource(SourceBlock):
         "(timestamp without time zone, DATETIME).",
     )
     chunk_size: int = Field(
-        default=100_000,
+        default=20_000,
         ge=1,
-        le=10_000_000,
-        description="Rows per read chunk (and per short transaction); bounds memory.",
+        le=1_000_000,
+        description="Rows per read chunk (and per short transaction) when rows pass through "
+        "Python (JSONL, Parquet, MySQL): bounds memory.",
+    )
+    copy_chunk_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="PostgreSQL COPY fast path: rows per COPY statement (and per short "
+        "transaction). Rows are streamed, so memory does not depend on it.",
     )
     max_rows_per_file: int | None = Field(
         default=None,
@@ -757,6 +765,10 @@ class SqlSource(SourceBlock):
         cols = [prep.base.c[n] for n in prep.names]
         keys = [prep.base.c[k] for k in key_names]
         raw = prep.engine.raw_connection()
+        # psycopg2 calls write() once per row; a C-level buffer turns that into one
+        # Python-level write per MiB, hashed and written by a second thread.
+        threaded = formats.ThreadedSink(out)
+        sink = io.BufferedWriter(threaded, _COPY_BUFFER)
         total, last, header = 0, None, True
         try:
             cur = raw.cursor()
@@ -766,7 +778,11 @@ class SqlSource(SourceBlock):
                 chunk_where = list(where)
                 end = None
                 if keys:
-                    n = self.chunk_size if limit is None else min(self.chunk_size, limit - total)
+                    n = (
+                        self.copy_chunk_rows
+                        if limit is None
+                        else min(self.copy_chunk_rows, limit - total)
+                    )
                     if n <= 0:
                         break
                     if last is not None:
@@ -787,7 +803,8 @@ class SqlSource(SourceBlock):
                 stmt = select(*cols).select_from(prep.base).where(*chunk_where).order_by(*order)
                 sql = self._literal_sql(cur, stmt, prep)
                 options = "FORMAT csv, HEADER true" if header else "FORMAT csv"
-                cur.copy_expert(f"COPY ({sql}) TO STDOUT WITH ({options})", out, _COPY_BUFFER)
+                cur.copy_expert(f"COPY ({sql}) TO STDOUT WITH ({options})", sink, _COPY_BUFFER)
+                sink.flush()
                 header = False
                 total += max(cur.rowcount, 0)
                 if not self.single_transaction:
@@ -801,9 +818,12 @@ class SqlSource(SourceBlock):
             raise IngestError(f"{_WHERE}: COPY failed: {self._scrub(_short(exc))}") from exc
         finally:
             try:
-                raw.rollback()
+                sink.close()  # waits for the writer thread; raises its error, if any
             finally:
-                raw.close()
+                try:
+                    raw.rollback()
+                finally:
+                    raw.close()
         return total, last
 
     @staticmethod

@@ -125,7 +125,7 @@ def test_pg_full_incremental_updates_and_empty_increments(
     orders_table(pg_source, "orders")
     for i in range(5):
         insert(pg_source, "orders", f"old{i}", PAST + timedelta(minutes=i))
-    source = source_for(pg_source, "orders", chunk_size=2)  # several COPY chunks
+    source = source_for(pg_source, "orders", copy_chunk_rows=2)  # several COPY chunks
 
     first = counts(run(save_block, ledger, queue, source))
     assert (first["landed"], first["failed"]) == (1, 0)
@@ -151,8 +151,9 @@ def test_pg_full_incremental_updates_and_empty_increments(
     assert QueueConsumer(ledger, "c").pending_count(source.source_id) == 2
 
 
+@pytest.mark.parametrize("use_copy", [True, False], ids=["copy", "python"])
 def test_pg_rows_sharing_a_timestamp_split_across_files(
-    save_block, sqlite_ledger, queue, pg_source
+    save_block, sqlite_ledger, queue, pg_source, use_copy
 ):
     """Seven rows share one timestamp; files of 3 rows end in the middle of that value and
     the next file resumes after the exact (timestamp, id): none lost, none twice. A row
@@ -161,7 +162,9 @@ def test_pg_rows_sharing_a_timestamp_split_across_files(
     for i in range(7):
         insert(pg_source, "ties", f"tie{i}", PAST)
     insert(pg_source, "ties", "after", PAST + timedelta(seconds=1))
-    source = source_for(pg_source, "ties", max_rows_per_file=3, chunk_size=2)
+    source = source_for(
+        pg_source, "ties", max_rows_per_file=3, copy_chunk_rows=2, chunk_size=2, use_copy=use_copy
+    )
 
     result = counts(run(save_block, sqlite_ledger, queue, source))
     assert result["landed"] == 3 and result["runs"] == 3
@@ -170,7 +173,7 @@ def test_pg_rows_sharing_a_timestamp_split_across_files(
     assert mark["more"] is False and "below" in mark
 
     bound = datetime.fromisoformat(mark["below"])
-    insert(pg_source, "ties", "on-the-bound", bound)
+    insert(pg_source, "ties", "on-the-bound", bound)  # committed before the next run
     counts(run(save_block, sqlite_ledger, queue, source))
     assert delivered_ids(sqlite_ledger, source.source_id) == list(range(1, 10))
 
