@@ -27,6 +27,7 @@ before they are bound. Watermarks are stored in UTC with an explicit offset.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import time
@@ -293,6 +294,11 @@ class SqlSource(SourceBlock):
             value = value.replace(tzinfo=self.zone)
         return value.astimezone(UTC)
 
+    @property
+    def backfill_window(self) -> tuple[datetime, datetime] | None:
+        """The (start, end) this run re-extracts, if it is a backfill."""
+        return self._backfill
+
     def set_backfill(self, start: datetime | None, end: datetime | None) -> None:
         """Make this run re-extract `start <= column < end` instead of the increment
         (the watermark is not touched). Used by the flow's backfill parameters."""
@@ -459,6 +465,33 @@ class SqlSource(SourceBlock):
             "incremental_column_type": prep.inc_kind,
             "inflight_cap": bool(prep.can_see_others),
         }
+
+    @contextmanager
+    def run_lock(self) -> Iterator[bool]:
+        """Hold a lock on this source for one flow run; yields False if another run has it.
+
+        Two overlapping runs would read the same watermark and land overlapping windows.
+        The lock is a session-level advisory lock in the SOURCE database
+        (`pg_try_advisory_lock` / MySQL `GET_LOCK`), held on its own connection outside any
+        transaction (so the in-flight cap does not see it) and released at the end, or by
+        the server if the worker dies."""
+        prep = self._prepare()
+        name = "ingest-sql:" + hashlib.sha256(self.source_id.encode()).hexdigest()[:40]
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with self._connect() as conn:
+            if dialects.is_postgres(prep.dialect):
+                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+                release, params = "SELECT pg_advisory_unlock(:k)", {"k": key}
+            else:
+                got = conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar()
+                release, params = "SELECT RELEASE_LOCK(:n)", {"n": name}
+            conn.commit()  # session locks survive the commit; no transaction stays open
+            try:
+                yield bool(got)
+            finally:
+                if got:
+                    conn.execute(text(release), params)
+                    conn.commit()
 
     def close(self) -> None:
         """Release pooled connections."""

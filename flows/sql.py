@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.errors import ConfigError
+from blocks.handoff import IngestionQueue
+from blocks.ledger import Ledger
 from blocks.sql_source import SqlSource
 from blocks.sql_watermark import STATE_KEY
 from flows.block_loading import load_named_block, load_shared_blocks
@@ -65,25 +67,47 @@ def ingest_sql(
     try:
         source.preflight()
         source.test_connection()  # bad table/column names fail here, before any extraction
-        for _ in range(max_files):
-            summary = run_source(
-                source,
-                ledger,
-                queue,
-                force=force,
-                partition_date=date,
-                fail_on_item_error=fail_on_item_error,
-            )
-            counts = summary.counts()
-            totals["runs"] += 1
-            totals["partition_date"] = counts["partition_date"]
-            totals["status"] = counts["status"]
-            for key in _COUNTS:
-                totals[key] += counts.get(key) or 0
-            state = ledger.get_state(source.source_id, STATE_KEY) or {}
-            if backfill_start or not summary.landed or not state.get("more"):
-                break
+        with source.run_lock() as mine:
+            if not mine:
+                get_run_logger().warning(
+                    "%s: another run of this source is in progress; nothing done",
+                    source.source_id,
+                )
+                totals["status"] = "locked"
+                return totals
+            _extract(source, ledger, queue, totals, force, date, fail_on_item_error, max_files)
     finally:
         source.close()
         ledger.dispose()
     return totals
+
+
+def _extract(
+    source: SqlSource,
+    ledger: Ledger,
+    queue: IngestionQueue,
+    totals: dict[str, Any],
+    force: bool,
+    date: dt.date | None,
+    fail_on_item_error: bool,
+    max_files: int,
+) -> None:
+    """Run the pipeline until caught up (a file per run), at most `max_files` times."""
+    for _ in range(max_files):
+        summary = run_source(
+            source,
+            ledger,
+            queue,
+            force=force,
+            partition_date=date,
+            fail_on_item_error=fail_on_item_error,
+        )
+        counts = summary.counts()
+        totals["runs"] += 1
+        totals["partition_date"] = counts["partition_date"]
+        totals["status"] = counts["status"]
+        for key in _COUNTS:
+            totals[key] += counts.get(key) or 0
+        state = ledger.get_state(source.source_id, STATE_KEY) or {}
+        if source.backfill_window or not summary.landed or not state.get("more"):
+            break

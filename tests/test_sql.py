@@ -494,3 +494,22 @@ def test_mariadb_id_mode_formats_and_bound_query(
         assert rows[0]["updated_at"] == PAST.replace(tzinfo=None)
     else:
         assert rows[0]["updated_at"] == "2026-01-01T12:00:00"
+
+
+def test_overlapping_runs_of_one_source_do_not_both_extract(
+    save_block, sqlite_ledger, queue, pg_source
+) -> None:
+    """While another run holds the source's lock, a run does nothing (status 'locked');
+    the lock is a session advisory lock that leaves no open transaction behind."""
+    orders_table(pg_source, "locked")
+    insert(pg_source, "locked", "a", PAST)
+    source = source_for(pg_source, "locked")
+    holder = source.model_copy()
+    with holder.run_lock() as mine:
+        assert mine
+        busy = counts(run(save_block, sqlite_ledger, queue, source))
+        assert busy["status"] == "locked" and busy["landed"] == 0
+    holder.close()
+    done = counts(run(save_block, sqlite_ledger, queue, source))
+    assert done["landed"] == 1 and done["status"] == "completed"
+    assert delivered_ids(sqlite_ledger, source.source_id) == [1]
