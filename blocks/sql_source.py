@@ -219,7 +219,9 @@ class SqlSource(SourceBlock):
     single_transaction: bool = Field(
         default=False,
         description="Read the whole run in one REPEATABLE READ snapshot (a consistent copy "
-        "of the table in `none` mode) instead of short per-chunk transactions.",
+        "of the table in `none` mode) instead of short per-chunk transactions. On "
+        "PostgreSQL + CSV this is one COPY (a sequential scan for a whole table): fastest, "
+        "but the transaction stays open for the whole copy.",
     )
 
     _prepared: _Prepared | None = PrivateAttr(default=None)
@@ -797,6 +799,12 @@ class SqlSource(SourceBlock):
         prep = self._prepare()
         cols = [prep.base.c[n] for n in prep.names]
         keys = [prep.base.c[k] for k in key_names]
+        if self.single_transaction and limit is None:
+            # One snapshot anyway: one COPY, no keyset ranges, so a full table is a plain
+            # sequential scan (fastest; the transaction lasts as long as the copy).
+            keys = []
+            if not where:
+                order = []
         raw = prep.engine.raw_connection()
         # psycopg2 calls write() once per row; a C-level buffer turns that into one
         # Python-level write per MiB, hashed and written by a second thread.

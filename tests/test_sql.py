@@ -513,3 +513,22 @@ def test_overlapping_runs_of_one_source_do_not_both_extract(
     done = counts(run(save_block, sqlite_ledger, queue, source))
     assert done["landed"] == 1 and done["status"] == "completed"
     assert delivered_ids(sqlite_ledger, source.source_id) == [1]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_pg_single_transaction_full_copy(save_block, sqlite_ledger, queue, pg_source, fmt):
+    """single_transaction: one REPEATABLE READ snapshot (one COPY on the fast path)."""
+    orders_table(pg_source, f"one_{fmt}")
+    for i in range(5):
+        insert(pg_source, f"one_{fmt}", f"r{i}", PAST)
+    source = source_for(
+        pg_source,
+        f"one_{fmt}",
+        incremental_mode="none",
+        incremental_column=None,
+        single_transaction=True,
+        chunk_size=2,
+        output_format=fmt,
+    )
+    assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 1
+    assert sorted(delivered_ids(sqlite_ledger, source.source_id)) == [1, 2, 3, 4, 5]
