@@ -1,0 +1,534 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests/sql_servers.py)
+"""The SQL source end to end on the real PostgreSQL and MariaDB servers (ingest-sql flow).
+
+Only one seam is faked: `Ledger.record_landed` raising once, to simulate a crash between
+the extraction and the ledger record.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import text
+
+from blocks import IngestionQueue, Ledger, QueueConsumer
+from blocks.errors import ConfigError, LedgerError
+from blocks.sql_source import SqlSource
+from flows.sql import ingest_sql
+from tests.sql_servers import SourceDb, my_source, pg_source  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+UTC = timezone.utc
+PAST = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+# ----------------------------------------------------------------------------- helpers
+def run(save_block, ledger: Ledger, queue: IngestionQueue, source: SqlSource, **params):
+    return ingest_sql(
+        source_block=save_block(source, "sql"),
+        ledger_block=save_block(ledger, "ledger"),
+        queue_block=save_block(queue, "queue"),
+        return_state=True,
+        **params,
+    )
+
+
+def counts(state) -> dict:
+    assert state.is_completed(), state.message
+    return state.result()
+
+
+def landed(ledger: Ledger, source_id: str) -> list[dict]:
+    """Landed ledger rows, oldest first."""
+    rows = [r for r in ledger.recent_items(source_id, 1000) if r["status"] == "landed"]
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def read_rows(path: str) -> list[dict]:
+    if path.endswith(".csv"):
+        return list(csv.DictReader(io.StringIO(Path(path).read_text())))
+    if path.endswith(".jsonl"):
+        return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return pq.read_table(path).to_pylist()
+
+
+def delivered_ids(ledger: Ledger, source_id: str, key: str = "id") -> list[int]:
+    """Every id in every recorded file, in delivery order (duplicates kept)."""
+    out: list[int] = []
+    for row in landed(ledger, source_id):
+        out += [int(r[key]) for r in read_rows(row["landed_path"])]
+    return out
+
+
+def watermark(ledger: Ledger, source_id: str) -> dict | None:
+    return ledger.get_state(source_id, "watermark")
+
+
+def orders_table(db: SourceDb, name: str) -> None:
+    if db.kind == "postgres":
+        db.run(
+            f'DROP TABLE IF EXISTS "{name}"',
+            f'CREATE TABLE "{name}" (id serial PRIMARY KEY, updated_at timestamptz NOT NULL '
+            "DEFAULT now(), amount numeric(10,2), note text, flag boolean)",
+            f'CREATE INDEX ON "{name}" (updated_at, id)',
+        )
+    else:
+        db.run(
+            f"DROP TABLE IF EXISTS `{name}`",
+            f"CREATE TABLE `{name}` (id int AUTO_INCREMENT PRIMARY KEY, updated_at "
+            "DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), amount decimal(10,2), "
+            "note varchar(100), flag boolean, KEY (updated_at, id))",
+        )
+
+
+def insert(db: SourceDb, table: str, note: str, at: datetime | None = None, amount="1.50"):
+    q = '"' if db.kind == "postgres" else "`"
+    if at is None:
+        db.run(
+            f"INSERT INTO {q}{table}{q} (amount, note, flag) VALUES (:a, :n, true)",
+            a=amount,
+            n=note,
+        )
+    else:
+        value = at if db.kind == "postgres" else at.astimezone(UTC).replace(tzinfo=None)
+        db.run(
+            f"INSERT INTO {q}{table}{q} (updated_at, amount, note, flag) "
+            "VALUES (:t, :a, :n, false)",
+            t=value,
+            a=amount,
+            n=note,
+        )
+
+
+def source_for(db: SourceDb, table: str, **fields) -> SqlSource:
+    fields.setdefault("source_id", f"{db.kind}-{table}")
+    fields.setdefault("incremental_mode", "timestamp")
+    fields.setdefault("incremental_column", "updated_at")
+    fields.setdefault("primary_key", ["id"])
+    fields.setdefault("retries", 0)
+    return SqlSource(database=db.connector(), table=table, **fields)
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+def test_pg_full_incremental_updates_and_empty_increments(
+    save_block, ledger, queue, pg_source
+) -> None:
+    """COPY fast path: first run takes everything, then only new and updated rows; an
+    empty increment lands nothing but moves the watermark. Ledger on SQLite and PostgreSQL."""
+    orders_table(pg_source, "orders")
+    for i in range(5):
+        insert(pg_source, "orders", f"old{i}", PAST + timedelta(minutes=i))
+    source = source_for(pg_source, "orders", copy_chunk_rows=2)  # several COPY chunks
+
+    first = counts(run(save_block, ledger, queue, source))
+    assert (first["landed"], first["failed"]) == (1, 0)
+    assert delivered_ids(ledger, source.source_id) == [1, 2, 3, 4, 5]
+    (item,) = landed(ledger, source.source_id)
+    assert item["name"] == "orders/initial.csv"
+    rows = read_rows(item["landed_path"])
+    assert rows[0]["amount"] == "1.50" and rows[0]["note"] == "old0"
+    first_mark = watermark(ledger, source.source_id)
+    assert first_mark["mode"] == "timestamp" and first_mark["rows"] == 5
+
+    empty = counts(run(save_block, ledger, queue, source))
+    assert (empty["landed"], empty["skipped"]) == (0, 1)
+    assert watermark(ledger, source.source_id)["below"] > first_mark["below"]
+
+    insert(pg_source, "orders", "new")
+    pg_source.run("UPDATE orders SET note = 'changed', updated_at = now() WHERE id = 2")
+    third = counts(run(save_block, ledger, queue, source))
+    assert third["landed"] == 1
+    assert delivered_ids(ledger, source.source_id) == [1, 2, 3, 4, 5, 6, 2]
+    last = read_rows(landed(ledger, source.source_id)[-1]["landed_path"])
+    assert [r["note"] for r in last] == ["new", "changed"]  # in (updated_at, id) order
+    assert QueueConsumer(ledger, "c").pending_count(source.source_id) == 2
+
+
+@pytest.mark.parametrize("use_copy", [True, False], ids=["copy", "python"])
+def test_pg_rows_sharing_a_timestamp_split_across_files(
+    save_block, sqlite_ledger, queue, pg_source, use_copy
+):
+    """Seven rows share one timestamp; files of 3 rows end in the middle of that value and
+    the next file resumes after the exact (timestamp, id): none lost, none twice. A row
+    inserted later exactly at the stored bound (>=, not >) is delivered too."""
+    orders_table(pg_source, "ties")
+    for i in range(7):
+        insert(pg_source, "ties", f"tie{i}", PAST)
+    insert(pg_source, "ties", "after", PAST + timedelta(seconds=1))
+    source = source_for(
+        pg_source, "ties", max_rows_per_file=3, copy_chunk_rows=2, chunk_size=2, use_copy=use_copy
+    )
+
+    result = counts(run(save_block, sqlite_ledger, queue, source))
+    assert result["landed"] == 3 and result["runs"] == 3
+    assert delivered_ids(sqlite_ledger, source.source_id) == list(range(1, 9))
+    mark = watermark(sqlite_ledger, source.source_id)
+    assert mark["more"] is False and "below" in mark
+
+    bound = datetime.fromisoformat(mark["below"])
+    insert(pg_source, "ties", "on-the-bound", bound)  # committed before the next run
+    counts(run(save_block, sqlite_ledger, queue, source))
+    assert delivered_ids(sqlite_ledger, source.source_id) == list(range(1, 10))
+
+
+def test_pg_late_commit_held_by_inflight_cap(save_block, sqlite_ledger, queue, pg_source) -> None:
+    """A transaction stamps a row with now() and commits AFTER a later row was committed
+    and a run happened: the run's upper bound stayed below that open transaction, so the
+    late row is delivered by the next run, and nothing twice."""
+    orders_table(pg_source, "late")
+    insert(pg_source, "late", "before", PAST)
+    source = source_for(pg_source, "late")
+    with pg_source.engine.connect() as slow:
+        slow.execute(text("INSERT INTO late (amount, note) VALUES (1, 'slow')"))  # open txn
+        insert(pg_source, "late", "fast")  # committed, stamped after the slow one
+        counts(run(save_block, sqlite_ledger, queue, source))
+        assert delivered_ids(sqlite_ledger, source.source_id) == [1]  # held below 'slow'
+        slow.commit()
+    counts(run(save_block, sqlite_ledger, queue, source))
+    assert sorted(delivered_ids(sqlite_ledger, source.source_id)) == [1, 2, 3]
+
+
+def test_pg_late_row_inside_lag_window(save_block, sqlite_ledger, queue, pg_source) -> None:
+    """Without the in-flight cap, a row committed late with a timestamp older than 'now'
+    but inside lag_seconds is still caught by the next run."""
+    orders_table(pg_source, "lag")
+    now = datetime.now(UTC)
+    insert(pg_source, "lag", "hour-ago", now - timedelta(hours=1))
+    insert(pg_source, "lag", "two-min-ago", now - timedelta(minutes=2))  # inside the lag
+    source = source_for(pg_source, "lag", inflight_cap=False, lag_seconds=600)
+    counts(run(save_block, sqlite_ledger, queue, source))
+    assert delivered_ids(sqlite_ledger, source.source_id) == [1]
+    insert(pg_source, "lag", "late-5-min", now - timedelta(minutes=5))  # committed late
+    counts(run(save_block, sqlite_ledger, queue, source))
+    assert delivered_ids(sqlite_ledger, source.source_id) == [1]  # both still inside the lag
+    mark = watermark(sqlite_ledger, source.source_id)
+    assert datetime.fromisoformat(mark["below"]) < now - timedelta(minutes=9)
+    # Time passes: pretend the lag is over by shrinking it; the late row is not lost.
+    source.lag_seconds = 1
+    counts(run(save_block, sqlite_ledger, queue, source))
+    assert delivered_ids(sqlite_ledger, source.source_id) == [1, 3, 2]
+
+
+def test_pg_crash_between_extract_and_record(save_block, ledger, queue, pg_source, monkeypatch):
+    """The ledger write fails after the file was extracted and placed: the watermark is
+    not advanced and no message is queued; the next run re-extracts the same window and
+    records it exactly once."""
+    orders_table(pg_source, "crash")
+    for i in range(3):
+        insert(pg_source, "crash", f"r{i}", PAST + timedelta(seconds=i))
+    source = source_for(pg_source, "crash")
+    real = Ledger.record_landed
+    calls = {"n": 0}
+
+    def crash_once(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise LedgerError("ledger database error: simulated crash")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "record_landed", crash_once)
+    state = run(save_block, ledger, queue, source)
+    assert state.is_failed()
+    assert watermark(ledger, source.source_id) is None
+    assert QueueConsumer(ledger, "c").pending_count(source.source_id) == 0
+
+    again = counts(run(save_block, ledger, queue, source))
+    assert again["landed"] == 1
+    assert delivered_ids(ledger, source.source_id) == [1, 2, 3]
+    assert QueueConsumer(ledger, "c").pending_count(source.source_id) == 1
+    assert watermark(ledger, source.source_id)["rows"] == 3
+    counts(run(save_block, ledger, queue, source))
+    assert delivered_ids(ledger, source.source_id) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_pg_python_path_formats(save_block, sqlite_ledger, queue, pg_source, fmt) -> None:
+    orders_table(pg_source, f"fmt_{fmt}")
+    insert(pg_source, f"fmt_{fmt}", "a", PAST, amount="12.34")
+    pg_source.run(
+        f"INSERT INTO fmt_{fmt} (updated_at, amount, note) VALUES (:t, NULL, NULL)", t=PAST
+    )
+    source = source_for(pg_source, f"fmt_{fmt}", output_format=fmt, chunk_size=1)
+    counts(run(save_block, sqlite_ledger, queue, source))
+    (item,) = landed(sqlite_ledger, source.source_id)
+    assert item["name"].endswith(f".{fmt}")
+    rows = read_rows(item["landed_path"])
+    assert [r["id"] for r in rows] == [1, 2]
+    if fmt == "jsonl":
+        assert rows[0]["amount"] == "12.34" and rows[0]["updated_at"].startswith("2026-01-01T12")
+        assert rows[1]["amount"] is None and rows[1]["flag"] is None
+    else:
+        table = pq.read_table(item["landed_path"])
+        assert str(table.schema.field("amount").type) == "decimal128(10, 2)"
+        assert str(table.schema.field("updated_at").type) == "timestamp[us, tz=UTC]"
+        assert rows[0]["amount"] == Decimal("12.34") and rows[1]["amount"] is None
+        assert rows[0]["updated_at"] == PAST
+
+
+def test_pg_id_mode_waits_for_open_transactions(save_block, sqlite_ledger, queue, pg_source):
+    """Id mode: an id taken by a transaction still open when a higher id is committed is
+    not skipped: the run leaves the increment until that transaction ends."""
+    orders_table(pg_source, "ids")
+    insert(pg_source, "ids", "one", PAST)
+    source = source_for(
+        pg_source, "ids", incremental_mode="id", incremental_column="id", settle_seconds=0.5
+    )
+    counts(run(save_block, sqlite_ledger, queue, source))
+    with pg_source.engine.connect() as slow:
+        slow.execute(text("INSERT INTO ids (amount, note) VALUES (1, 'slow')"))  # id 2, open
+        insert(pg_source, "ids", "fast")  # id 3, committed
+        result = counts(run(save_block, sqlite_ledger, queue, source))
+        assert result["landed"] == 0
+        slow.commit()
+    counts(run(save_block, sqlite_ledger, queue, source))
+    assert delivered_ids(sqlite_ledger, source.source_id) == [1, 2, 3]
+    assert watermark(sqlite_ledger, source.source_id)["through"] == 3
+
+
+def test_pg_naive_timestamps_use_the_configured_zone(save_block, sqlite_ledger, queue, pg_source):
+    """A `timestamp without time zone` column holding Paris wall-clock times: a row stamped
+    30 minutes ago in Paris is in the past (taken), although read as UTC it would lie in
+    the future (left)."""
+    pg_source.run(
+        "CREATE TABLE naive (id int PRIMARY KEY, updated_at timestamp NOT NULL)",
+        "INSERT INTO naive VALUES (1, (now() AT TIME ZONE 'Europe/Paris') - interval '30 min')",
+    )
+    paris = source_for(
+        pg_source, "naive", source_id="naive-paris", timestamp_timezone="Europe/Paris"
+    )
+    as_utc = source_for(pg_source, "naive", source_id="naive-utc")
+    counts(run(save_block, sqlite_ledger, queue, paris))
+    counts(run(save_block, sqlite_ledger, queue, as_utc))
+    assert delivered_ids(sqlite_ledger, "naive-paris") == [1]
+    assert delivered_ids(sqlite_ledger, "naive-utc") == []
+
+
+def test_pg_query_with_bound_parameter_and_full_mode(save_block, sqlite_ledger, queue, pg_source):
+    """A query with a `:name` placeholder: the value is bound (an injection attempt is
+    just a string); full mode re-extracts, identical content is not landed twice."""
+    orders_table(pg_source, "q")
+    insert(pg_source, "q", "x'; DROP TABLE q; --", PAST)
+    insert(pg_source, "q", "other", PAST)
+    source = SqlSource(
+        source_id="pg-query",
+        database=pg_source.connector(),
+        query="SELECT id, note FROM q WHERE note = :wanted OR id = :also;",
+        query_parameters={"wanted": "x'; DROP TABLE q; --", "also": 99},
+        primary_key=["id"],
+        output_name="q-export",
+        retries=0,
+    )
+    first = counts(run(save_block, sqlite_ledger, queue, source))
+    assert first["landed"] == 1
+    (item,) = landed(sqlite_ledger, "pg-query")
+    assert item["name"].startswith("q-export/full-")
+    assert read_rows(item["landed_path"]) == [{"id": "1", "note": "x'; DROP TABLE q; --"}]
+    again = counts(run(save_block, sqlite_ledger, queue, source))
+    assert (again["landed"], again["skipped"]) == (0, 1)
+    with pg_source.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM q")).scalar() == 2
+
+
+def test_pg_backfill_reextracts_a_range_without_moving_the_watermark(
+    save_block, sqlite_ledger, queue, pg_source
+):
+    orders_table(pg_source, "bf")
+    for i in range(6):
+        insert(pg_source, "bf", f"d{i}", PAST + timedelta(days=i))
+    source = source_for(pg_source, "bf")
+    counts(run(save_block, sqlite_ledger, queue, source))
+    mark = watermark(sqlite_ledger, source.source_id)
+    result = counts(
+        run(
+            save_block,
+            sqlite_ledger,
+            queue,
+            source,
+            backfill_start=PAST + timedelta(days=1),
+            backfill_end=PAST + timedelta(days=3),
+        )
+    )
+    assert result["landed"] == 1
+    back = landed(sqlite_ledger, source.source_id)[-1]
+    assert back["name"].startswith("bf/backfill-20260102T120000")
+    assert [int(r["id"]) for r in read_rows(back["landed_path"])] == [2, 3]
+    assert watermark(sqlite_ledger, source.source_id) == mark
+
+
+def test_pg_weird_identifiers_are_quoted_and_unsafe_names_refused(
+    save_block, sqlite_ledger, queue, pg_source
+):
+    pg_source.run(
+        'CREATE TABLE "Odd ""Name""; x" ("Mixed Case" int PRIMARY KEY, "select" text)',
+        'INSERT INTO "Odd ""Name""; x" VALUES (1, \'a\')',
+        'CREATE TABLE "../evil" (id int PRIMARY KEY)',
+        'INSERT INTO "../evil" VALUES (1)',
+    )
+    odd = SqlSource(
+        source_id="odd",
+        database=pg_source.connector(),
+        table='Odd "Name"; x',
+        retries=0,
+        primary_key=["Mixed Case"],
+        output_name="odd",
+    )
+    counts(run(save_block, sqlite_ledger, queue, odd))
+    assert read_rows(landed(sqlite_ledger, "odd")[0]["landed_path"]) == [
+        {"Mixed Case": "1", "select": "a"}
+    ]
+    evil = SqlSource(source_id="evil", database=pg_source.connector(), table="../evil", retries=0)
+    state = run(save_block, sqlite_ledger, queue, evil)
+    assert state.is_failed()
+    failed = [r for r in sqlite_ledger.recent_items("evil") if r["status"] == "failed"]
+    assert failed and "../evil" in failed[0]["error"]
+    assert not list(queue.landing_root.parent.rglob("evil*"))
+
+
+def test_bad_names_give_clear_errors(pg_source) -> None:
+    orders_table(pg_source, "named")
+    cases = [
+        (dict(table="nope"), "SqlSource.table", "'nope' not found"),
+        (dict(table="named", columns=["id", "nope"]), "SqlSource.columns", "['nope']"),
+        (dict(table="named", primary_key=["ID"]), "SqlSource.primary_key", "'updated_at'"),
+        (
+            dict(table="named", incremental_mode="timestamp", incremental_column="note"),
+            "SqlSource.incremental_column",
+            "not a timestamp column",
+        ),
+        (dict(query="SELECT nope FROM named"), "SqlSource.query", "nope"),
+        (
+            dict(query="SELECT * FROM named WHERE id = :x"),
+            "SqlSource.query_parameters",
+            "'x'",
+        ),
+        (dict(table="named", query="SELECT 1"), "SqlSource.table", "exactly one"),
+    ]
+    for fields, where, words in cases:
+        source = SqlSource(source_id="bad", database=pg_source.connector(), **fields)
+        with pytest.raises(ConfigError) as info:
+            source.test_connection()
+        assert str(info.value).startswith(where), str(info.value)
+        assert words in str(info.value), str(info.value)
+        source.close()
+
+
+def test_flow_fails_fast_on_bad_column_and_hides_the_password(
+    save_block, sqlite_ledger, queue, pg_source
+) -> None:
+    orders_table(pg_source, "named2")
+    bad = SqlSource(
+        source_id="bad-col", database=pg_source.connector(), table="named2", columns=["zzz"]
+    )
+    state = run(save_block, sqlite_ledger, queue, bad)
+    assert state.is_failed() and "SqlSource.columns" in state.message
+    secret = "hunter2-very-secret"
+    nowhere = SourceDb("postgres", "no_such_db", pg_source.engine)
+    wrong = SqlSource(
+        source_id="bad-db", database=nowhere.connector(password=secret), table="named2"
+    )
+    with pytest.raises(ConfigError) as info:
+        wrong.test_connection()
+    assert str(info.value).startswith("SqlSource.table") and "no_such_db" in str(info.value)
+    assert secret not in str(info.value) and secret not in repr(wrong)
+
+
+# ----------------------------------------------------------------------------- MariaDB
+def test_mariadb_incremental_formats_and_late_commit(
+    save_block, sqlite_ledger, queue, my_source
+) -> None:
+    """DATETIME(6) column on MariaDB through pymysql: first run, a late commit held back by
+    the INNODB_TRX cap, updates, an empty increment; CSV."""
+    orders_table(my_source, "orders")
+    for i in range(4):
+        insert(my_source, "orders", f"old{i}", PAST + timedelta(minutes=i))
+    source = source_for(my_source, "orders", chunk_size=3)
+    counts(run(save_block, sqlite_ledger, queue, source))
+    assert delivered_ids(sqlite_ledger, source.source_id) == [1, 2, 3, 4]
+    rows = read_rows(landed(sqlite_ledger, source.source_id)[0]["landed_path"])
+    assert rows[0]["amount"] == "1.50" and rows[0]["updated_at"] == "2026-01-01 12:00:00"
+
+    with my_source.engine.connect() as slow:
+        slow.execute(text("INSERT INTO orders (amount, note) VALUES (1, 'slow')"))  # open
+        insert(my_source, "orders", "fast")
+        counts(run(save_block, sqlite_ledger, queue, source))
+        slow.commit()
+    my_source.run("UPDATE orders SET note = 'changed', updated_at = NOW(6) WHERE id = 1")
+    counts(run(save_block, sqlite_ledger, queue, source))
+    assert sorted(delivered_ids(sqlite_ledger, source.source_id)) == [1, 1, 2, 3, 4, 5, 6]
+    empty = counts(run(save_block, sqlite_ledger, queue, source))
+    assert empty["landed"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_mariadb_id_mode_formats_and_bound_query(
+    save_block, sqlite_ledger, queue, my_source, fmt
+) -> None:
+    orders_table(my_source, f"ids_{fmt}")
+    for i in range(5):
+        insert(my_source, f"ids_{fmt}", "keep" if i % 2 == 0 else "drop", PAST)
+    source = SqlSource(
+        source_id=f"my-ids-{fmt}",
+        database=my_source.connector(),
+        query=f"SELECT id, note, amount, updated_at FROM ids_{fmt} WHERE note = :n",
+        query_parameters={"n": "keep"},
+        incremental_mode="id",
+        incremental_column="id",
+        primary_key=["id"],
+        output_format=fmt,
+        chunk_size=2,
+        retries=0,
+    )
+    counts(run(save_block, sqlite_ledger, queue, source))
+    insert(my_source, f"ids_{fmt}", "keep", PAST)
+    counts(run(save_block, sqlite_ledger, queue, source))
+    assert delivered_ids(sqlite_ledger, source.source_id) == [1, 3, 5, 6]
+    rows = read_rows(landed(sqlite_ledger, source.source_id)[0]["landed_path"])
+    if fmt == "parquet":
+        assert rows[0]["updated_at"] == PAST.replace(tzinfo=None)
+    else:
+        assert rows[0]["updated_at"] == "2026-01-01T12:00:00"
+
+
+def test_overlapping_runs_of_one_source_do_not_both_extract(
+    save_block, sqlite_ledger, queue, pg_source
+) -> None:
+    """While another run holds the source's lock, a run does nothing (status 'locked');
+    the lock is a session advisory lock that leaves no open transaction behind."""
+    orders_table(pg_source, "locked")
+    insert(pg_source, "locked", "a", PAST)
+    source = source_for(pg_source, "locked")
+    holder = source.model_copy()
+    with holder.run_lock() as mine:
+        assert mine
+        busy = counts(run(save_block, sqlite_ledger, queue, source))
+        assert busy["status"] == "locked" and busy["landed"] == 0
+    holder.close()
+    done = counts(run(save_block, sqlite_ledger, queue, source))
+    assert done["landed"] == 1 and done["status"] == "completed"
+    assert delivered_ids(sqlite_ledger, source.source_id) == [1]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_pg_single_transaction_full_copy(save_block, sqlite_ledger, queue, pg_source, fmt):
+    """single_transaction: one REPEATABLE READ snapshot (one COPY on the fast path)."""
+    orders_table(pg_source, f"one_{fmt}")
+    for i in range(5):
+        insert(pg_source, f"one_{fmt}", f"r{i}", PAST)
+    source = source_for(
+        pg_source,
+        f"one_{fmt}",
+        incremental_mode="none",
+        incremental_column=None,
+        single_transaction=True,
+        chunk_size=2,
+        output_format=fmt,
+    )
+    assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 1
+    assert sorted(delivered_ids(sqlite_ledger, source.source_id)) == [1, 2, 3, 4, 5]
