@@ -11,6 +11,7 @@ from blocks.local_folder import LocalFolderSource
 from blocks.queue_consumer import ClaimedMessage, QueueConsumer
 from blocks.s3_source import S3Source
 from blocks.source import Candidate, DiscoverContext, SkipItem
+from blocks.sql_source import SqlSource
 
 __all__ = [
     "Candidate",
@@ -27,5 +28,6 @@ __all__ = [
     "QueueConsumer",
     "S3Source",
     "SkipItem",
+    "SqlSource",
     "UnsafeNameError",
 ]
