@@ -60,8 +60,14 @@ def retry_after_seconds(value: str | None) -> float | None:
 class RateLimiter:
     """At most `per_second` request starts per second (thread-safe; 0/None = unlimited)."""
 
-    def __init__(self, per_second: float | None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        per_second: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
         self.interval = 1.0 / per_second if per_second else 0.0
+        self._sleep = sleep
         self._next = 0.0
         self._lock = threading.Lock()
         self._clock = clock
@@ -74,7 +80,7 @@ class RateLimiter:
             start = max(now, self._next)
             self._next = start + self.interval
         if start > now:
-            time.sleep(start - now)
+            (self._sleep or _sleep)(start - now)
 
 
 @dataclass

@@ -218,13 +218,23 @@ def test_incremental_param_and_watermark(api):
 
 
 def test_rate_limiter_spaces_requests():
-    now = [0.0]
-    limiter = RateLimiter(2.0, clock=lambda: now[0])
-    limiter.wait()
-    assert limiter._next == 0.5
-    limiter.interval and limiter.wait.__self__  # noqa: B018
-    limiter._next = 0.0
-    assert RateLimiter(None).interval == 0
+    slept: list[float] = []
+    limiter = RateLimiter(4.0, clock=lambda: 10.0, sleep=slept.append)  # time stands still
+    for _ in range(3):
+        limiter.wait()
+    assert slept == [0.25, 0.5]
+    unlimited = RateLimiter(None, clock=lambda: 10.0, sleep=slept.append)
+    unlimited.wait()
+    unlimited.wait()
+    assert slept == [0.25, 0.5]
+
+
+def test_rate_limit_applies_to_every_page(api, monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr("blocks.http_transport._sleep", slept.append)
+    pull(src(api, path="/offset", pagination="offset", page_size=10, rate_limit_per_second=0.5))
+    # 3 pages at 0.5 requests/s, sleep stubbed (no time passes): slots at +2 s and +4 s
+    assert len(slept) == 2 and 0 < slept[0] <= 2.0 and 2.0 < slept[1] <= 4.0
 
 
 def test_retry_after_parsing():
