@@ -32,6 +32,10 @@ def _sleep(seconds: float) -> None:
 class HttpGiveUp(IngestError):
     """The server kept failing (or refused) after the configured tries."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 def safe_url(url: httpx.URL | str) -> str:
     """The URL without query string or credentials: safe to log and raise."""
@@ -136,7 +140,8 @@ def send_with_retries(
             else:
                 raise HttpGiveUp(
                     f"{request.method} {safe_url(request.url)}: HTTP {status} "
-                    f"{response.reason_phrase} (not retried)"
+                    f"{response.reason_phrase} (not retried)",
+                    status=status,
                 )
             last = f"HTTP {status}"
         if attempt + 1 < policy.tries:

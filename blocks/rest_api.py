@@ -34,7 +34,7 @@ from blocks.http_pagination import (
     PageNumberPagination,
 )
 from blocks.http_records import iter_jsonl, parse_records
-from blocks.http_transport import RateLimiter, RetryPolicy, send_with_retries
+from blocks.http_transport import HttpGiveUp, RateLimiter, RetryPolicy, send_with_retries
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
 
 _CHUNK = 1024 * 1024
@@ -261,8 +261,10 @@ class RestApiSource(SourceBlock):
         finally:
             response.close()
 
-    def _pull_records(self, client: httpx.Client, out: BinaryIO, watermark: Any) -> tuple[int, Any]:
-        auth = self.make_auth(client)
+    def _pull_records(
+        self, client: httpx.Client, out: BinaryIO, watermark: Any, auth: Any = None
+    ) -> tuple[int, Any]:
+        auth = auth or self.make_auth(client)
         pager = self.make_paginator()
         limiter = RateLimiter(self.rate_limit_per_second)
         base_params: dict[str, Any] = dict(self.query_params)
@@ -274,7 +276,14 @@ class RestApiSource(SourceBlock):
         newest: Any = None
         for page in range(1, self.max_pages + 1):
             build = self._builder(client, auth, url, params)
-            response = send_with_retries(client, build, self._policy(), limiter)
+            try:
+                response = send_with_retries(client, build, self._policy(), limiter)
+            except HttpGiveUp as exc:
+                # a cached OAuth2 token can be revoked before it expires: one fresh token
+                if exc.status != 401 or not hasattr(auth, "invalidate"):
+                    raise
+                auth.invalidate()
+                response = send_with_retries(client, build, self._policy(), limiter)
             try:
                 body, records = parse_records(
                     response.content, self.response_format, self.records_path, self.xml_record_tag

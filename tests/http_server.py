@@ -31,6 +31,7 @@ class ApiState:
         self.retry_after = "0"
         self.token_lifetime = 3600
         self.tokens_issued = 0
+        self.revoked: set[str] = set()
         self.requests: list[tuple[str, str, dict]] = []
         self.lock = threading.Lock()
 
@@ -68,7 +69,8 @@ def _handler(state: ApiState):
                 good = base64.b64encode(f"alice:{SECRET}".encode()).decode()
                 return h.get("Authorization") == f"Basic {good}"
             if kind == "oauth":
-                return h.get("Authorization", "").startswith("Bearer tok-")
+                value = h.get("Authorization", "")
+                return value.startswith("Bearer tok-") and value[7:] not in state.revoked
             return True
 
         def do_POST(self) -> None:

@@ -120,6 +120,23 @@ def test_oauth2_client_credentials_caches_and_refreshes(api):
     assert "nope" not in str(err.value)
 
 
+def test_oauth2_revoked_token_is_replaced_once(api):
+    kw = dict(
+        path="/auth/oauth",
+        auth="oauth2",
+        oauth_token_url=api.url + "/oauth/token",
+        oauth_client_id="cid",
+        oauth_client_secret=SECRET,
+    )
+    source = src(api, **kw)
+    with source.make_client() as client:
+        auth = source.make_auth(client)
+        assert auth.token() == "tok-1"
+        api.state.revoked.add("tok-1")
+        pages = source._pull_records(client, io.BytesIO(), None, auth)
+    assert pages[0] == 25 and auth.token() == "tok-2" and api.state.tokens_issued == 2
+
+
 def test_post_with_json_body(api):
     records, _ = pull(src(api, path="/search", method="POST", body={"below": 3}))
     assert [r["id"] for r in records] == [0, 1, 2]
