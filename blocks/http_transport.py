@@ -10,6 +10,7 @@ A `RateLimiter` spaces requests to at most N per second.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -41,6 +42,21 @@ def safe_url(url: httpx.URL | str) -> str:
     """The URL without query string or credentials: safe to log and raise."""
     u = httpx.URL(str(url))
     return str(u.copy_with(query=None, fragment=None, username=None, password=None))
+
+
+class _RedactQueryFilter(logging.Filter):
+    """httpx logs every request URL at INFO, query included: an API key sent as a query
+    param would reach the logs. Strip queries from URL arguments of httpx's records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(safe_url(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+_REDACT = _RedactQueryFilter()
+if not any(isinstance(f, _RedactQueryFilter) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_REDACT)
 
 
 def retry_after_seconds(value: str | None) -> float | None:

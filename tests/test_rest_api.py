@@ -279,6 +279,16 @@ def test_preflight_names_the_field(kw, field):
         RestApiSource(source_id="rest", **kw).preflight()
 
 
+def test_query_api_key_never_reaches_the_logs(api, caplog):
+    caplog.set_level(logging.DEBUG)
+    records, _ = pull(
+        src(api, path="/auth/query", auth="api_key_query", token=SECRET, api_key_name="api_key")
+    )
+    assert len(records) == 25
+    assert "HTTP Request: GET" in caplog.text  # httpx did log the request...
+    assert SECRET not in caplog.text  # ...without the query string
+
+
 def test_secret_fields_are_masked():
     s = RestApiSource(source_id="r", base_url="http://x", auth="bearer", token=SECRET)
     assert SECRET not in repr(s) and SECRET not in str(s.model_dump())
