@@ -1,0 +1,364 @@
+"""REST API source against a real HTTP server on 127.0.0.1 (tests/http_server.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from datetime import date
+
+import pytest
+
+from blocks.errors import ConfigError, IngestError
+from blocks.http_transport import HttpGiveUp, RateLimiter, retry_after_seconds
+from blocks.rest_api import RestApiSource
+from blocks.source import DiscoverContext, SkipItem
+from tests.http_server import SECRET, ApiServer
+
+DAY = date(2026, 1, 15)
+
+
+@pytest.fixture
+def api():
+    with ApiServer() as server:
+        yield server
+
+
+def src(api: ApiServer, **kw) -> RestApiSource:
+    kw.setdefault("records_path", "data")
+    return RestApiSource(source_id="rest", base_url=api.url, backoff_seconds=0.01, **kw)
+
+
+def pull(source: RestApiSource, watermark=None) -> tuple[list[dict], object]:
+    source.preflight()
+    (cand,) = list(source.discover(DiscoverContext(partition_date=DAY)))
+    if watermark is not None:
+        cand.ref["watermark"] = watermark
+    out = io.BytesIO()
+    state = source.fetch(cand, out)
+    text = out.getvalue().decode()
+    if source.output_format == "csv":
+        return list(csv.DictReader(io.StringIO(text))), state
+    return [json.loads(line) for line in text.splitlines()], state
+
+
+ALL_IDS = list(range(25))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(path="/items"),
+        dict(path="/offset", pagination="offset", page_size=10),
+        dict(path="/page", pagination="page", page_size=10, limit_param="per_page"),
+        dict(
+            path="/cursor",
+            pagination="cursor",
+            records_path="items",
+            cursor_path="meta.next_cursor",
+        ),
+        dict(path="/link", pagination="link_header", records_path=None),
+        dict(
+            path="/nexturl",
+            pagination="next_url",
+            records_path="value",
+            next_url_path="@odata.nextLink",
+        ),
+    ],
+    ids=lambda kw: kw.get("pagination", "none"),
+)
+def test_every_pagination_style_gets_every_record_once(api, kw):
+    records, _ = pull(src(api, **kw))
+    assert [r["id"] for r in records] == ALL_IDS
+
+
+def test_max_pages_stops_early(api):
+    records, _ = pull(src(api, path="/offset", pagination="offset", page_size=10, max_pages=2))
+    assert len(records) == 20
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(path="/auth/bearer", auth="bearer", token=SECRET),
+        dict(path="/auth/header", auth="api_key_header", token=SECRET, api_key_name="X-Api-Key"),
+        dict(path="/auth/query", auth="api_key_query", token=SECRET, api_key_name="api_key"),
+        dict(path="/auth/basic", auth="basic", username="alice", password=SECRET),
+    ],
+    ids=lambda kw: kw["auth"],
+)
+def test_every_auth_style_passes_and_a_wrong_secret_fails(api, kw):
+    records, _ = pull(src(api, **kw))
+    assert len(records) == 25
+    bad = {k: ("wrong" if v == SECRET else v) for k, v in kw.items()}
+    with pytest.raises(HttpGiveUp, match="HTTP 401") as err:
+        pull(src(api, **bad))
+    assert SECRET not in str(err.value) and "wrong" not in str(err.value)
+
+
+def test_oauth2_client_credentials_caches_and_refreshes(api):
+    kw = dict(
+        path="/auth/oauth",
+        pagination="none",
+        auth="oauth2",
+        oauth_token_url=api.url + "/oauth/token",
+        oauth_client_id="cid",
+        oauth_client_secret=SECRET,
+    )
+    source = src(api, **kw)
+    with source.make_client() as client:
+        auth = source.make_auth(client)
+        assert auth.token() == auth.token() == "tok-1"  # cached
+        auth._margin = api.state.token_lifetime + 1  # now every token counts as expiring
+        assert auth.token() == "tok-2"
+    assert api.state.tokens_issued == 2
+    records, _ = pull(src(api, **kw))
+    assert len(records) == 25
+    with pytest.raises(IngestError, match="invalid_client") as err:
+        pull(src(api, **{**kw, "oauth_client_secret": "nope"}))
+    assert "nope" not in str(err.value)
+
+
+def test_oauth2_revoked_token_is_replaced_once(api):
+    kw = dict(
+        path="/auth/oauth",
+        auth="oauth2",
+        oauth_token_url=api.url + "/oauth/token",
+        oauth_client_id="cid",
+        oauth_client_secret=SECRET,
+    )
+    source = src(api, **kw)
+    with source.make_client() as client:
+        auth = source.make_auth(client)
+        assert auth.token() == "tok-1"
+        api.state.revoked.add("tok-1")
+        pages = source._pull_records(client, io.BytesIO(), None, auth)
+    assert pages[0] == 25 and auth.token() == "tok-2" and api.state.tokens_issued == 2
+
+
+def test_post_with_json_body(api):
+    records, _ = pull(src(api, path="/search", method="POST", body={"below": 3}))
+    assert [r["id"] for r in records] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(api, status, monkeypatch):
+    api.state.fail_plan["/items"] = [status, status]
+    api.state.retry_after = "7"
+    slept: list[float] = []
+    monkeypatch.setattr("blocks.http_transport._sleep", slept.append)
+    records, _ = pull(src(api, path="/items"))
+    assert len(records) == 25 and slept == [7.0, 7.0]
+    assert api.state.hits["/items"] == 3
+
+
+def test_flaky_5xx_is_retried_then_succeeds(api):
+    api.state.fail_plan["/offset"] = [500, 502]
+    records, _ = pull(src(api, path="/offset", pagination="offset", page_size=10))
+    assert [r["id"] for r in records] == ALL_IDS
+
+
+def test_gives_up_after_tries_with_clear_error(api):
+    api.state.fail_plan["/items"] = [500] * 10
+    with pytest.raises(HttpGiveUp, match=r"gave up after 3 tries, last: HTTP 500"):
+        pull(src(api, path="/items", http_tries=3))
+    assert api.state.hits["/items"] == 3
+
+
+def test_retry_after_longer_than_allowed_gives_up(api):
+    api.state.fail_plan["/items"] = [429]
+    api.state.retry_after = "3600"
+    with pytest.raises(HttpGiveUp, match="max_retry_after_seconds"):
+        pull(src(api, path="/items", max_retry_after_seconds=60))
+
+
+def test_connection_errors_are_retried_then_reported():
+    with ApiServer() as gone:
+        url = gone.url
+    source = RestApiSource(source_id="rest", base_url=url, http_tries=2, backoff_seconds=0.01)
+    with pytest.raises(HttpGiveUp, match="gave up after 2 tries, last: ConnectError"):
+        pull(source)
+
+
+def test_query_api_key_is_not_in_error_text(api):
+    api.state.fail_plan["/auth/query"] = [500] * 5
+    with pytest.raises(HttpGiveUp) as err:
+        pull(
+            src(
+                api,
+                path="/auth/query",
+                auth="api_key_query",
+                token=SECRET,
+                api_key_name="api_key",
+                http_tries=2,
+            )
+        )
+    assert SECRET not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "path,fmt,extra",
+    [("/csv", "csv", {}), ("/xml", "xml", {"xml_record_tag": "item"}), ("/jsonl", "jsonl", {})],
+)
+def test_csv_xml_jsonl_bodies(api, path, fmt, extra):
+    records, _ = pull(src(api, path=path, response_format=fmt, records_path=None, **extra))
+    assert [int(r["id"]) for r in records] == ALL_IDS
+    assert records[3]["name"] == "item-3"
+
+
+def test_csv_output(api):
+    records, _ = pull(src(api, path="/items", output_format="csv"))
+    assert [r["id"] for r in records] == [str(i) for i in ALL_IDS]
+
+
+def test_raw_mode_stores_payload_as_is(api):
+    source = src(api, path="/raw", mode="raw")
+    (cand,) = source.discover(DiscoverContext(partition_date=DAY))
+    out = io.BytesIO()
+    source.fetch(cand, out)
+    assert out.getvalue() == b"raw payload \x00\x01 bytes" and cand.name == "records_20260115.bin"
+
+
+def test_incremental_param_and_watermark(api):
+    source = src(
+        api, path="/items", incremental_param="updated_since", watermark_field="updated_at"
+    )
+    records, state = pull(source)
+    newest = max(r["updated_at"] for r in records)
+    assert state == {"watermark": newest}
+    records2, state2 = pull(source, watermark="2026-01-20T00:00:00")
+    assert records2 and all(r["updated_at"] > "2026-01-20T00:00:00" for r in records2)
+    with pytest.raises(SkipItem) as skip:
+        pull(source, watermark=newest)
+    assert skip.value.state == {"watermark": newest}
+
+
+def test_rate_limiter_spaces_requests():
+    slept: list[float] = []
+    limiter = RateLimiter(4.0, clock=lambda: 10.0, sleep=slept.append)  # time stands still
+    for _ in range(3):
+        limiter.wait()
+    assert slept == [0.25, 0.5]
+    unlimited = RateLimiter(None, clock=lambda: 10.0, sleep=slept.append)
+    unlimited.wait()
+    unlimited.wait()
+    assert slept == [0.25, 0.5]
+
+
+def test_rate_limit_applies_to_every_page(api, monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr("blocks.http_transport._sleep", slept.append)
+    pull(src(api, path="/offset", pagination="offset", page_size=10, rate_limit_per_second=0.5))
+    # 3 pages at 0.5 requests/s, sleep stubbed (no time passes): slots at +2 s and +4 s
+    assert len(slept) == 2 and 0 < slept[0] <= 2.0 and 2.0 < slept[1] <= 4.0
+
+
+def test_retry_after_parsing():
+    assert retry_after_seconds("5") == 5.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert retry_after_seconds("garbage") is None and retry_after_seconds(None) is None
+
+
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        (dict(base_url="ftp://x"), "base_url"),
+        (dict(auth="bearer"), "token"),
+        (dict(auth="basic", username="u"), "password"),
+        (dict(auth="oauth2", oauth_token_url="http://t"), "oauth_client_id"),
+        (dict(body={"a": 1}), "body"),
+        (dict(incremental_param="since"), "watermark_field"),
+        (dict(mode="raw", pagination="offset"), "pagination"),
+        (dict(output_name="x_{date:%Y"), "output_name"),
+    ],
+)
+def test_preflight_names_the_field(kw, field):
+    kw.setdefault("base_url", "http://127.0.0.1:1")
+    with pytest.raises(ConfigError, match=f"RestApiSource.{field}"):
+        RestApiSource(source_id="rest", **kw).preflight()
+
+
+def test_query_api_key_never_reaches_the_logs(api, caplog):
+    caplog.set_level(logging.DEBUG)
+    records, _ = pull(
+        src(api, path="/auth/query", auth="api_key_query", token=SECRET, api_key_name="api_key")
+    )
+    assert len(records) == 25
+    assert "HTTP Request: GET" in caplog.text  # httpx did log the request...
+    assert SECRET not in caplog.text  # ...without the query string
+
+
+def test_secret_fields_are_masked():
+    s = RestApiSource(source_id="r", base_url="http://x", auth="bearer", token=SECRET)
+    assert SECRET not in repr(s) and SECRET not in str(s.model_dump())
+
+
+# --------------------------------------------------------------------------- through the flow
+def test_flow_lands_once_and_dedupes_unchanged_payload(
+    api, save_block, sqlite_ledger, queue, tmp_path, caplog
+):
+    from flows.rest_api import ingest_rest
+
+    caplog.set_level(logging.DEBUG)
+    ledger_name = save_block(sqlite_ledger)
+    queue_name = save_block(queue)
+    kw = dict(path="/auth/bearer", auth="bearer", token=SECRET, incremental_param=None)
+    name = save_block(src(api, **kw))
+    first = ingest_rest(
+        source_block=name, ledger_block=ledger_name, queue_block=queue_name, date=DAY
+    )
+    assert first["landed"] == 1
+    landed = list((tmp_path / "landing").rglob("records_20260115.jsonl"))
+    assert len(landed) == 1 and len(landed[0].read_text().splitlines()) == 25
+    second = ingest_rest(
+        source_block=name, ledger_block=ledger_name, queue_block=queue_name, date=DAY
+    )
+    assert second["landed"] == 0 and second["skipped"] == 1
+    api.state.n = 26  # new content: a new version lands
+    third = ingest_rest(
+        source_block=name, ledger_block=ledger_name, queue_block=queue_name, date=DAY
+    )
+    assert third["landed"] == 1
+    assert SECRET not in caplog.text
+
+
+def test_flow_writes_watermark_with_the_ledger_row(api, save_block, sqlite_ledger, queue, tmp_path):
+    from flows.rest_api import ingest_rest
+
+    ledger_name = save_block(sqlite_ledger)
+    queue_name = save_block(queue)
+    name = save_block(
+        src(api, path="/items", incremental_param="updated_since", watermark_field="updated_at")
+    )
+    first = ingest_rest(
+        source_block=name, ledger_block=ledger_name, queue_block=queue_name, date=DAY
+    )
+    assert first["landed"] == 1
+    mark = sqlite_ledger.get_state("rest", "watermark")
+    assert mark == max(f"2026-01-{1 + i % 28:02d}T00:00:{i % 60:02d}" for i in range(25))
+    again = ingest_rest(
+        source_block=name, ledger_block=ledger_name, queue_block=queue_name, date=DAY
+    )
+    assert again["landed"] == 0 and again["skipped"] == 1
+    seen = [p for m, p, _ in api.state.requests if m == "GET"]
+    assert "updated_since=" in seen[-1]
+
+
+def test_unsafe_output_name_is_refused_by_the_pipeline(
+    api, save_block, sqlite_ledger, queue, tmp_path
+):
+    from flows.rest_api import ingest_rest
+
+    ledger_name = save_block(sqlite_ledger)
+    queue_name = save_block(queue)
+    name = save_block(src(api, path="/items", output_name="../escape"))
+    result = ingest_rest(
+        source_block=name,
+        ledger_block=ledger_name,
+        queue_block=queue_name,
+        date=DAY,
+        fail_on_item_error=False,
+    )
+    assert result["landed"] == 0 and result["failed"] == 1
+    assert not list(tmp_path.rglob("escape*"))
