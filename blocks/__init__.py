@@ -9,7 +9,9 @@ from blocks.handoff import IngestionQueue
 from blocks.ledger import Ledger
 from blocks.local_folder import LocalFolderSource
 from blocks.queue_consumer import ClaimedMessage, QueueConsumer
+from blocks.rest_api import RestApiSource
 from blocks.s3_source import S3Source
+from blocks.sharepoint import SharePointSource
 from blocks.source import Candidate, DiscoverContext, SkipItem
 from blocks.sql_source import SqlSource
 
@@ -26,7 +28,9 @@ __all__ = [
     "LedgerError",
     "LocalFolderSource",
     "QueueConsumer",
+    "RestApiSource",
     "S3Source",
+    "SharePointSource",
     "SkipItem",
     "SqlSource",
     "UnsafeNameError",
