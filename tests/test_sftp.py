@@ -1,0 +1,267 @@
+"""SFTP source against a real OpenSSH sshd started by the tests (tests/sftp_server.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from blocks.errors import ConfigError
+from blocks.sftp import SftpSource
+from blocks.sftp_connection import SftpAuthError, SftpHostKeyError
+from blocks.source import DiscoverContext
+from flows.sftp import ingest_sftp
+from tests import sftp_server
+from tests.conftest import server_missing
+
+DAY = date(2025, 1, 10)
+OLD = time.time() - 3600
+
+
+@pytest.fixture(scope="module")
+def sshd():
+    why = sftp_server.why_not_available()
+    if why:
+        server_missing("OpenSSH sshd", why)
+    server = sftp_server.start_server()
+    yield server
+    sftp_server.stop_server(server)
+
+
+@pytest.fixture
+def remote(sshd, request) -> Path:
+    return sshd.folder(request.node.name.replace("[", "_").replace("]", "_"))
+
+
+def make(sshd, remote: Path, **kw) -> SftpSource:
+    fields = dict(
+        source_id="partner",
+        host="127.0.0.1",
+        port=sshd.port,
+        username=sftp_server.USER,
+        password=sftp_server.PASSWORD,
+        host_key=sshd.host_key_line,
+        remote_dir=str(remote),
+        retries=1,
+        retry_delay_seconds=0,
+    )
+    fields.update(kw)
+    return SftpSource(**fields)
+
+
+def run(save_block, source, ledger, queue, **kw):
+    return ingest_sftp(
+        source_block=save_block(source),
+        ledger_block=save_block(ledger),
+        queue_block=save_block(queue),
+        fail_on_item_error=False,
+        **kw,
+    )
+
+
+def landed_names(queue) -> list[str]:
+    root = Path(queue.landing_dir)
+    return sorted(p.name for p in root.rglob("*") if p.is_file() and not p.name.endswith(".part"))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_date_pattern_sidecars_and_rerun(sshd, remote, save_block, sqlite_ledger, queue):
+    good = b"id,amount\n1,10\n"
+    bad = b"id,amount\n2,20\n"
+    missing = b"id,amount\n3,30\n"
+    sshd.put(remote, "AXIS_RECON_20250110.csv", good, OLD)
+    sshd.put(
+        remote, "AXIS_RECON_20250110.csv.sha256", f"{sha(good)}  AXIS_RECON_20250110.csv\n".encode()
+    )
+    sshd.put(remote, "AXIS_RECON_20250110_b.csv", bad, OLD)
+    sshd.put(remote, "AXIS_RECON_20250110_b.csv.sha256", (sha(b"other") + "\n").encode())
+    sshd.put(remote, "AXIS_RECON_20250110_c.csv", missing, OLD)
+    sshd.put(remote, "AXIS_RECON_20250109.csv", b"yesterday", OLD)
+    sshd.put(remote, "OTHER_20250110.csv", b"not ours", OLD)
+    source = make(
+        sshd, remote, pattern="AXIS_RECON_{date:%Y%m%d}*.csv", checksum_extension=".sha256"
+    )
+
+    counts = run(save_block, source, sqlite_ledger, queue, date=DAY)
+    assert counts["listed"] == 3
+    assert counts["landed"] == 2  # good + missing sidecar (landed unverified)
+    assert counts["failed"] == 1
+    assert landed_names(queue) == ["AXIS_RECON_20250110.csv", "AXIS_RECON_20250110_c.csv"]
+    failed = [i for i in sqlite_ledger.recent_items("partner") if i["status"] == "failed"]
+    assert [i["name"] for i in failed] == ["AXIS_RECON_20250110_b.csv"]
+    assert "sha256" in str(failed[0]).lower() or "checksum" in str(failed[0]).lower()
+    quarantined = [p.name for p in queue.quarantine_root.rglob("*") if p.is_file()]
+    assert any("AXIS_RECON_20250110_b.csv" in n for n in quarantined)
+
+    again = run(save_block, source, sqlite_ledger, queue, date=DAY)
+    assert again["landed"] == 0 and again["skipped"] == 2
+
+    yesterday = run(save_block, source, sqlite_ledger, queue, date=date(2025, 1, 9))
+    assert yesterday["landed"] == 1
+
+
+def test_require_checksum_leaves_file_without_sidecar(
+    sshd, remote, save_block, sqlite_ledger, queue
+):
+    sshd.put(remote, "a.csv", b"a", OLD)
+    source = make(sshd, remote, checksum_extension=".sha256", require_checksum=True)
+    assert run(save_block, source, sqlite_ledger, queue)["listed"] == 0
+    sshd.put(remote, "a.csv.sha256", sha(b"a").encode())
+    assert run(save_block, source, sqlite_ledger, queue)["landed"] == 1
+
+
+def test_force_redownloads(sshd, remote, save_block, sqlite_ledger, queue):
+    sshd.put(remote, "f.csv", b"x", OLD)
+    source = make(sshd, remote)
+    assert run(save_block, source, sqlite_ledger, queue)["landed"] == 1
+    forced = run(save_block, source, sqlite_ledger, queue, force=True)
+    assert forced["skipped"] == 0 and forced["listed"] == 1
+
+
+def test_growing_file_skipped_then_taken(sshd, remote, save_block, sqlite_ledger, queue):
+    path = sshd.put(remote, "growing.csv", b"start\n")
+    stop = threading.Event()
+
+    def grow() -> None:
+        while not stop.is_set():
+            with open(path, "ab") as fh:
+                fh.write(b"more\n")
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=grow, daemon=True)
+    writer.start()
+    source = make(sshd, remote, stability_seconds=0.5)
+    try:
+        first = run(save_block, source, sqlite_ledger, queue)
+    finally:
+        stop.set()
+        writer.join()
+    assert first["landed"] == 0
+    second = run(save_block, source, sqlite_ledger, queue)
+    assert second["landed"] == 1
+    assert (next(Path(queue.landing_dir).rglob("growing.csv"))).read_bytes() == path.read_bytes()
+
+
+def test_min_age_leaves_fresh_files(sshd, remote, save_block, sqlite_ledger, queue):
+    path = sshd.put(remote, "fresh.csv", b"x")
+    source = make(sshd, remote, min_age_seconds=600)
+    assert run(save_block, source, sqlite_ledger, queue)["landed"] == 0
+    os.utime(path, (OLD, OLD))
+    assert run(save_block, source, sqlite_ledger, queue)["landed"] == 1
+
+
+@pytest.mark.parametrize("action", ["delete", "archive"])
+def test_after_landing(sshd, remote, save_block, sqlite_ledger, queue, action):
+    data = b"payload"
+    sshd.put(remote, "d.csv", data, OLD)
+    sshd.put(remote, "d.csv.sha256", sha(data).encode())
+    archive = sshd.folder(remote.name + "_archive")
+    source = make(
+        sshd,
+        remote,
+        checksum_extension=".sha256",
+        after_landing_action=action,
+        archive_dir=str(archive) if action == "archive" else None,
+    )
+    assert run(save_block, source, sqlite_ledger, queue)["landed"] == 1
+    assert sorted(os.listdir(remote)) == []
+    expected = ["d.csv", "d.csv.sha256"] if action == "archive" else []
+    assert sorted(os.listdir(archive)) == expected
+
+
+def test_key_login_spaces_unicode_and_escaping_names(
+    sshd, remote, save_block, sqlite_ledger, queue
+):
+    sshd.put(remote, "report 2025 Q1.csv", b"spaces", OLD)
+    sshd.put(remote, "zahlungseingänge_日本.csv", b"unicode", OLD)
+    sshd.put(remote, "..\\escape.csv", b"evil", OLD)  # a backslash is legal in a Linux name
+    source = make(sshd, remote, password=None, private_key=sshd.client_key)
+    counts = run(save_block, source, sqlite_ledger, queue)
+    assert counts["landed"] == 2 and counts["failed"] == 1
+    assert landed_names(queue) == ["report 2025 Q1.csv", "zahlungseingänge_日本.csv"]
+    failed = [i for i in sqlite_ledger.recent_items("partner") if i["status"] == "failed"]
+    assert [i["name"] for i in failed] == ["..\\escape.csv"]
+    assert not any("escape" in p.name for p in Path(queue.landing_dir).parent.rglob("*"))
+
+
+def test_one_failed_file_does_not_fail_the_others(sshd, remote, save_block, sqlite_ledger, queue):
+    sshd.put(remote, "ok1.csv", b"1", OLD)
+    locked = sshd.put(remote, "locked.csv", b"2", OLD)
+    sshd.put(remote, "ok2.csv", b"3", OLD)
+    os.chmod(locked, 0)
+    counts = run(save_block, make(sshd, remote), sqlite_ledger, queue)
+    assert counts["landed"] == 2 and counts["failed"] == 1
+
+
+def test_wrong_password_is_clear_and_does_not_leak(sshd, remote, save_block, sqlite_ledger, queue):
+    secret = "Wrong-Pw-Must-Not-Leak-42"
+    source = make(sshd, remote, password=secret)
+    with pytest.raises(SftpAuthError) as info:
+        source.test_connection()
+    assert "login refused" in str(info.value) and sftp_server.USER in str(info.value)
+    assert secret not in str(info.value) and secret not in repr(source)
+    with pytest.raises(Exception) as flow_info:
+        run(save_block, source, sqlite_ledger, queue)
+    assert secret not in str(flow_info.value)
+
+
+def test_unknown_or_wrong_host_key_refused(sshd, remote):
+    unknown = make(sshd, remote, host_key=None)
+    with pytest.raises(ConfigError, match="host_key"):
+        unknown.test_connection()
+    wrong = make(sshd, remote, host_key="SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    with pytest.raises(SftpHostKeyError, match="does not match"):
+        wrong.test_connection()
+    # the opt-in accepts, and a fingerprint works as host_key
+    report = make(sshd, remote, host_key=None, accept_unknown_host_key=True).test_connection()
+    assert make(sshd, remote, host_key=report["host_key"]).test_connection()["entries"] == 0
+
+
+def test_test_connection_reports(sshd, remote):
+    sshd.put(remote, "AXIS_20250110.csv", b"x")
+    sshd.put(remote, "AXIS_20250110.csv.sha256", sha(b"x").encode())
+    sshd.put(remote, "AXIS_20250109.csv", b"x")
+    report = make(
+        sshd, remote, pattern="AXIS_{date:%Y%m%d}.csv", checksum_extension=".sha256"
+    ).test_connection(DAY)
+    assert report["entries"] == 3 and report["matching_files"] == 1
+    assert report["sample"] == [{"name": "AXIS_20250110.csv", "sidecar": True}]
+
+
+def test_bad_config_names_the_field(sshd, remote):
+    with pytest.raises(ConfigError, match="SftpSource.remote_dir"):
+        make(sshd, remote / "nope").test_connection()
+    with pytest.raises(ConfigError, match="SftpSource.password"):
+        make(sshd, remote, password=None).preflight()
+    with pytest.raises(ConfigError, match="SftpSource.pattern"):
+        make(sshd, remote, pattern="A_{date:%Y").preflight()
+
+
+def test_dropped_connection_mid_transfer_then_reconnect(sshd, remote):
+    """Kill the session's sshd child after the first MB; the next attempt reconnects."""
+    data = os.urandom(1024 * 1024) * 80  # bigger than one read segment
+    sshd.put(remote, "big.bin", data, OLD)
+    source = make(sshd, remote, operation_timeout_seconds=10)
+    [cand] = list(source.discover(DiscoverContext(DAY)))
+
+    class Killer(io.BytesIO):
+        def write(self, b):  # type: ignore[override]
+            if self.tell() == 0:
+                assert sshd.drop_sessions() >= 1
+            return super().write(b)
+
+    with pytest.raises(Exception, match="download failed|size changed"):
+        source.fetch(cand, Killer())
+    out = io.BytesIO()
+    source.fetch(cand, out)
+    assert sha(out.getvalue()) == sha(data)
+    source.close()
