@@ -11,6 +11,7 @@ from blocks.local_folder import LocalFolderSource
 from blocks.queue_consumer import ClaimedMessage, QueueConsumer
 from blocks.rest_api import RestApiSource
 from blocks.s3_source import S3Source
+from blocks.sftp import SftpSource
 from blocks.sharepoint import SharePointSource
 from blocks.source import Candidate, DiscoverContext, SkipItem
 from blocks.sql_source import SqlSource
@@ -30,6 +31,7 @@ __all__ = [
     "QueueConsumer",
     "RestApiSource",
     "S3Source",
+    "SftpSource",
     "SharePointSource",
     "SkipItem",
     "SqlSource",
