@@ -15,6 +15,7 @@ from blocks.sftp import SftpSource
 from blocks.sharepoint import SharePointSource
 from blocks.source import Candidate, DiscoverContext, SkipItem
 from blocks.sql_source import SqlSource
+from blocks.webhook import WebhookEndpoint
 
 __all__ = [
     "Candidate",
@@ -36,4 +37,5 @@ __all__ = [
     "SkipItem",
     "SqlSource",
     "UnsafeNameError",
+    "WebhookEndpoint",
 ]
