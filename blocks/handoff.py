@@ -189,6 +189,7 @@ class IngestionQueue(Block):
             "landed_path": record.landed_path,
             "remote_mtime": record.remote_mtime.isoformat() if record.remote_mtime else None,
             "flow_run_id": record.flow_run_id,
+            "partition_date": record.partition_date.isoformat() if record.partition_date else None,
         }
         return QueueMessage(
             message_id=mid,
