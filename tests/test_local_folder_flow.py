@@ -507,3 +507,4 @@ def test_downstream_deployment_is_started_once_per_landed_item(
         "b.csv",
     ]
     assert all(r.parameters["item"]["source"] == "down" for r in started)
+    assert all(r.parameters["item"]["partition_date"] for r in started)
