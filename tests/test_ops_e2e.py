@@ -1,0 +1,455 @@
+"""End to end on a REAL `prefect server start` (SQLite, 127.0.0.1, free port, temp
+PREFECT_HOME) with a REAL process worker, both started here and shared by the module:
+
+deploy from prefect.yaml (the real file, then a test copy with short intervals built from
+it), overlap (CANCEL_NEW cancels, ENQUEUE queues), a manual run lands files, a 3-day
+backfill lands each day's file once and a rerun lands nothing, the webhook receiver starts
+a run, and SIGTERM to the worker during a run ends it cleanly (last test).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Cancelled
+from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
+
+from blocks import IngestionQueue, Ledger, LocalFolderSource
+from blocks.webhook import WebhookEndpoint
+from flows.webhook import sign
+from tests.conftest import server_missing
+from tests.ops_flows import DatedFolderSource
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# The Prefect SERVER's own Python. prefect 3.8.8's scheduler service fails on SQLAlchemy 2.1
+# ("Can't evaluate bulk DML statement", no scheduled run is ever created), so the server
+# runs from a venv with SQLAlchemy 2.0 when one is given (.ci/run creates it). Workers and
+# flows keep the project's venv.
+SERVER_BIN = Path(os.environ.get("INGEST_PREFECT_SERVER_BIN", "/work/tools/prefect-server/bin"))
+if not (SERVER_BIN / "prefect").exists():
+    SERVER_BIN = BIN
+POOL = "ingest-process"
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(420)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _default_sigint() -> None:
+    # A process started from a backgrounded shell inherits SIGINT ignored, and Prefect turns
+    # SIGTERM into SIGINT: restore the default so one SIGTERM stops the worker.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Env:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.procs: list[subprocess.Popen] = []
+        self.vars = {
+            **os.environ,
+            "PREFECT_HOME": str(tmp / "prefect-home"),
+            "PREFECT_API_URL": self.api,
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp}/prefect.db",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+            "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "12",
+            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "4",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "INGEST_HOME": str(tmp / "ingest-home"),
+            "PYTHONPATH": str(ROOT),
+        }
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env=self.vars,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_default_sigint,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def prefect(self, *args: str, cwd: Path = ROOT) -> str:
+        out = subprocess.run(
+            [str(BIN / "prefect"), *args],
+            cwd=cwd,
+            env=self.vars,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert out.returncode == 0, f"prefect {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+def wait_http(url: str, seconds: float, proc: subprocess.Popen) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> Iterator[Env]:
+    e = Env(tmp_path_factory.mktemp("ops-e2e"))
+    server = e.start(
+        "server", str(SERVER_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+        "--port", str(e.port),
+    )  # fmt: skip
+    if not wait_http(f"{e.api}/health", 120, server):
+        server_missing("prefect server start", e.log("server"))
+    e.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
+    with temporary_settings({PREFECT_API_URL: e.api}):
+        yield e
+    for proc in reversed(e.procs):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def worker(env: Env) -> subprocess.Popen:
+    return env.start(
+        "worker", str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"
+    )
+
+
+@pytest.fixture(scope="module")
+def stores(env: Env) -> dict[str, str]:
+    """Blocks on the real server: a SQLite ledger and a landing area in the temp dir."""
+    ledger = Ledger(
+        database=SqlAlchemyConnector(
+            connection_info=ConnectionComponents(
+                driver=SyncDriver.SQLITE_PYSQLITE, database=str(env.tmp / "ledger.db")
+            )
+        )
+    )
+    ledger.save("e2e-ledger", overwrite=True)
+    IngestionQueue(landing_dir=str(env.tmp / "landing"), fsync=False).save(
+        "e2e-landing", overwrite=True
+    )
+    return {"ledger_block": "e2e-ledger", "queue_block": "e2e-landing"}
+
+
+def test_real_prefect_yaml_deploys(env: Env):
+    """The shipped prefect.yaml deploys non-interactively, as CI would run it."""
+    out = env.prefect("--no-prompt", "deploy", "--all")
+    assert "local-folder-demo" in out
+    with get_client(sync_client=True) as client:
+        four = client.read_deployment_by_name("ingest-local-folder/local-folder-four-times-a-day")
+        morning = client.read_deployment_by_name("ingest-local-folder/local-folder-weekday-morning")
+        demo = client.read_deployment_by_name("ingest-local-folder/local-folder-demo")
+        client.read_deployment_by_name("ingest-backfill/backfill")
+        health = client.read_deployment_by_name("ingest-health/health")
+        for dep in (four, morning, demo, health):  # keep the real schedules out of the other tests
+            client.pause_deployment(dep.id)
+    assert "FREQ=DAILY;BYHOUR=9,12,15,18;BYMINUTE=5" in four.schedules[0].schedule.rrule
+    assert four.schedules[0].schedule.timezone == "America/New_York"
+    assert morning.schedules[0].schedule.cron == "30 6 * * 1-5"
+    assert morning.schedules[0].schedule.timezone == "Europe/Paris"
+    assert morning.parameters["jitter_seconds"] == 120
+    assert morning.concurrency_options.collision_strategy.value == "ENQUEUE"
+    assert demo.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+    assert demo.global_concurrency_limit.limit == 1
+    assert demo.schedules[0].schedule.interval == dt.timedelta(seconds=300)
+
+
+def deploy_test_copy(env: Env, deployments: list[dict]) -> None:
+    """A copy of prefect.yaml (same definitions and anchors' values) with test deployments."""
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    spec["deployments"] = deployments
+    path = env.tmp / f"prefect-test-{len(list(env.tmp.glob('prefect-test-*')))}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env.prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(path))
+
+
+def _base(name: str, entrypoint: str, **extra) -> dict:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return {
+        "name": name,
+        "entrypoint": entrypoint,
+        "work_pool": copy.deepcopy(spec["definitions"]["work_pools"]["process"]),
+        **extra,
+    }
+
+
+def runs_of(client, deployment_id: UUID) -> list:
+    return client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+    )
+
+
+def wait_final(client, run_id: UUID, seconds: float = 120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state_type and run.state_type.value in FINAL:
+            return run
+        time.sleep(1)
+    raise AssertionError(f"flow run {run_id} not final after {seconds}s: {run.state_name}")
+
+
+def test_overlap_cancel_new_skips_and_enqueue_queues(env: Env, worker):
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    skip = spec["definitions"]["overlap"]["skip"]
+    queue = spec["definitions"]["overlap"]["queue"]
+    assert skip["collision_strategy"] == "CANCEL_NEW" and queue["collision_strategy"] == "ENQUEUE"
+    slow = {"parameters": {"seconds": 12}, "schedules": [{"interval": 4, "timezone": "UTC"}]}
+    deploy_test_copy(
+        env,
+        [
+            _base("slow-skip", "tests.ops_flows:slow", concurrency_limit=skip, **slow),
+            _base("slow-queue", "tests.ops_flows:slow", concurrency_limit=queue, **slow),
+        ],
+    )
+    seen: dict[str, dict[UUID, set[str]]] = {"slow-skip": {}, "slow-queue": {}}
+    with get_client(sync_client=True) as client:
+        deps = {n: client.read_deployment_by_name(f"ops-slow/{n}") for n in seen}
+        deadline = time.monotonic() + 75
+        while time.monotonic() < deadline:
+            for name, dep in deps.items():
+                for run in runs_of(client, dep.id):
+                    seen[name].setdefault(run.id, set()).add(run.state_name)
+            skip_done = any("Completed" in s for s in seen["slow-skip"].values()) and any(
+                "Cancelled" in s for s in seen["slow-skip"].values()
+            )
+            queued_then_ran = any(
+                "AwaitingConcurrencySlot" in s and ("Running" in s or "Completed" in s)
+                for s in seen["slow-queue"].values()
+            )
+            if skip_done and queued_then_ran:
+                break
+            time.sleep(1)
+        for dep in deps.values():
+            client.pause_deployment(dep.id)
+            for run in runs_of(client, dep.id):  # queued runs would still run: drop them
+                if run.state_type and run.state_type.value == "SCHEDULED":
+                    client.set_flow_run_state(run.id, Cancelled(message="test over"), force=True)
+        cancelled = [
+            r for r in runs_of(client, deps["slow-skip"].id) if r.state_name == "Cancelled"
+        ]
+    assert "Can't evaluate bulk DML" not in env.log("server"), (
+        "the Prefect server's scheduler is broken by SQLAlchemy 2.1: run the server from a venv "
+        "with sqlalchemy<2.1 (INGEST_PREFECT_SERVER_BIN)"
+    )
+    assert cancelled, f"no run cancelled under CANCEL_NEW: {seen['slow-skip']}\n{env.log('worker')}"
+    assert any("concurrency" in (r.state.message or "").lower() for r in cancelled)
+    assert any("Completed" in s for s in seen["slow-skip"].values()), seen["slow-skip"]
+    assert not any("Cancelled" in s for s in seen["slow-queue"].values()), seen["slow-queue"]
+    assert queued_then_ran, f"ENQUEUE: no run waited for the slot then ran: {seen['slow-queue']}"
+
+
+@pytest.fixture(scope="module")
+def folder(env: Env, stores) -> dict:
+    inbox = env.tmp / "inbox"
+    inbox.mkdir()
+    for name in ("a.csv", "b.csv"):
+        (inbox / name).write_text(f"{name}\n")
+    LocalFolderSource(source_id="e2e-folder", directory=str(inbox)).save(
+        "e2e-folder", overwrite=True
+    )
+    deploy_test_copy(
+        env,
+        [
+            _base(
+                "e2e-folder",
+                "flows.local_folder:ingest_local_folder",
+                parameters={"source_block": "e2e-folder", **stores},
+                concurrency_limit={"limit": 1, "collision_strategy": "ENQUEUE"},
+            )
+        ],
+    )
+    return {"inbox": inbox, "deployment": "ingest-local-folder/e2e-folder"}
+
+
+def _ledger(env: Env) -> Ledger:
+    return Ledger(
+        database=SqlAlchemyConnector(
+            connection_info=ConnectionComponents(
+                driver=SyncDriver.SQLITE_PYSQLITE, database=str(env.tmp / "ledger.db")
+            )
+        )
+    )
+
+
+def test_manual_run_lands_files(env: Env, worker, folder):
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--json", "run", folder["deployment"]],
+        cwd=ROOT,
+        env=env.vars,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    run_id = UUID(json.loads(out.stdout)["flow_run_id"])
+    with get_client(sync_client=True) as client:
+        run = wait_final(client, run_id)
+    assert run.state_name == "Completed", env.log("worker")
+    landed = sorted(p.name for p in (env.tmp / "landing" / "e2e-folder").rglob("*.csv"))
+    assert landed == ["a.csv", "b.csv"]
+
+
+def test_webhook_starts_a_run(env: Env, worker, folder):
+    secret = "e2e-webhook-secret-0123"
+    WebhookEndpoint(source="e2e-folder", deployment=folder["deployment"], secret=secret).save(
+        "e2e-folder", overwrite=True
+    )
+    (folder["inbox"] / "c.csv").write_text("c\n")
+    port = free_port()
+    receiver = env.start(
+        "webhook", sys.executable, "-m", "flows.webhook", "--host", "127.0.0.1", "--port", str(port)
+    )
+    assert wait_http(f"http://127.0.0.1:{port}/", 60, receiver), env.log("webhook")
+    body = json.dumps({"event": "file-dropped", "name": "c.csv"}).encode()
+    url = f"http://127.0.0.1:{port}/webhooks/e2e-folder"
+    bad = httpx.post(url, content=body, headers={"X-Ingest-Signature": "sha256=00"})
+    assert bad.status_code == 401
+    resp = httpx.post(
+        url, content=body, headers={"X-Ingest-Signature": sign(secret, body)}, timeout=30
+    )
+    assert resp.status_code == 202, resp.text
+    with get_client(sync_client=True) as client:
+        run = wait_final(client, UUID(resp.json()["flow_run_id"]))
+    assert run.state_name == "Completed", env.log("worker")
+    assert run.parameters["trigger"] == {"event": "file-dropped", "name": "c.csv"}
+    assert secret not in env.log("webhook")
+    assert _ledger(env).count_items("e2e-folder", "landed") == 3
+
+
+def test_backfill_three_days_once_then_nothing(env: Env, worker, stores):
+    days = [dt.date.today() - dt.timedelta(days=n) for n in (3, 2, 1)]
+    inbox = env.tmp / "dated"
+    inbox.mkdir()
+    for day in days:
+        (inbox / f"BANK_{day:%Y%m%d}.csv").write_text(f"{day}\n")
+    DatedFolderSource(
+        source_id="e2e-bank", directory=str(inbox), pattern="BANK_{date:%Y%m%d}.csv"
+    ).save("e2e-bank", overwrite=True)
+    deploy_test_copy(
+        env,
+        [
+            _base(
+                "e2e-bank",
+                "tests.ops_flows:ingest_dated_folder",
+                parameters={"source_block": "e2e-bank", **stores},
+            ),
+            _base("backfill", "flows.backfill:ingest_backfill"),
+        ],
+    )
+    params = {
+        "deployment": "ingest-dated-folder/e2e-bank",
+        "start_date": days[0].isoformat(),
+        "end_date": days[-1].isoformat(),
+        "max_parallel_days": 2,
+    }
+    from prefect.deployments import run_deployment
+
+    ledger = _ledger(env)
+    with get_client(sync_client=True) as client:
+        for attempt in (1, 2):
+            run = run_deployment("ingest-backfill/backfill", parameters=params, timeout=0)
+            run = wait_final(client, run.id, 180)
+            assert run.state_name == "Completed", env.log("worker")
+            counts = [ledger.count_items("e2e-bank", "landed", d) for d in days]
+            assert counts == [1, 1, 1], f"attempt {attempt}: {counts}"
+            states = [
+                ledger.get_state("ingest-backfill", f"ingest-dated-folder|e2e-bank|{d}")["status"]
+                for d in days
+            ]
+            assert states == ["done"] * 3
+        # The rerun started no subflows: only the first backfill's 3 day runs exist.
+        source_dep = client.read_deployment_by_name("ingest-dated-folder/e2e-bank")
+        assert runs_of(client, source_dep.id) == []  # subflows, not deployment runs
+    landed = sorted(p.name for p in (env.tmp / "landing" / "e2e-bank").rglob("*.csv"))
+    assert landed == sorted(f"BANK_{d:%Y%m%d}.csv" for d in days)
+    rows = ledger.recent_items("e2e-bank", 100)
+    assert len(rows) == 3
+    ledger.dispose()
+
+
+def test_sigterm_to_worker_during_a_run_ends_cleanly(env: Env, worker):
+    """Last: stops the module's worker."""
+    from prefect.deployments import run_deployment
+
+    deploy_test_copy(env, [_base("slow-once", "tests.ops_flows:slow", parameters={"seconds": 60})])
+    with get_client(sync_client=True) as client:
+        run = run_deployment("ops-slow/slow-once", timeout=0)
+        deadline = time.monotonic() + 90
+        while client.read_flow_run(run.id).state_name != "Running":
+            assert time.monotonic() < deadline, env.log("worker")
+            time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        try:
+            code = worker.wait(60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("worker did not stop within 60 s of one SIGTERM:\n" + env.log("worker"))
+        time.sleep(3)
+        after = client.read_flow_run(run.id)
+    assert code == 0, f"worker exit code {code}:\n{env.log('worker')}"
+    assert "stopped!" in env.log("worker")
+    # The worker takes its flow-run process down with it: no orphan keeps running, and the
+    # interrupted run is never reported Completed. Without flow-run heartbeats the server
+    # keeps it Running until an operator cancels it; with PREFECT_RUNNER_HEARTBEAT_FREQUENCY
+    # set on the worker, the server marks it Crashed after missed heartbeats.
+    assert _processes_of(run.id) == [], "flow-run process outlived its worker"
+    assert after.state_name != "Completed"
+
+
+def _processes_of(run_id: UUID) -> list[int]:
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "environ").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
