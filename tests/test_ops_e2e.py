@@ -39,13 +39,11 @@ from tests.ops_flows import DatedFolderSource
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# The Prefect SERVER's own Python. prefect 3.8.8's scheduler service fails on SQLAlchemy 2.1
-# ("Can't evaluate bulk DML statement", no scheduled run is ever created), so the server
-# runs from a venv with SQLAlchemy 2.0 when one is given (.ci/run creates it). Workers and
-# flows keep the project's venv.
-SERVER_BIN = Path(os.environ.get("INGEST_PREFECT_SERVER_BIN", "/work/tools/prefect-server/bin"))
-if not (SERVER_BIN / "prefect").exists():
-    SERVER_BIN = BIN
+# The Prefect server runs from the project's venv. prefect 3.8.8's scheduler fails on
+# SQLAlchemy 2.1 ("Can't evaluate bulk DML statement": no scheduled run is ever created),
+# which is why the project pins SQLAlchemy 2.0; INGEST_PREFECT_SERVER_BIN can point the
+# server at another Python environment's bin folder.
+SERVER_BIN = Path(os.environ.get("INGEST_PREFECT_SERVER_BIN") or BIN)
 POOL = "ingest-process"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
