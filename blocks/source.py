@@ -25,12 +25,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, BinaryIO, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
 from blocks.naming import SOURCE_ID_PATTERN, check_source_id
+from blocks.timezones import check_timezone
 
 
 @dataclass(frozen=True)
@@ -131,11 +132,7 @@ class SourceBlock(Block):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
+        return check_timezone(value)
 
     def today(self) -> date:
         """Today in the source's time zone: the default logical day of a run."""

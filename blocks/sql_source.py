@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from prefect_sqlalchemy import SqlAlchemyConnector
 from pydantic import Field, PrivateAttr, field_validator
@@ -60,6 +60,7 @@ from blocks import sql_formats as formats
 from blocks import sql_watermark as wm
 from blocks.errors import ConfigError, IngestError
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
+from blocks.timezones import check_timezone
 
 UTC = timezone.utc
 _WHERE = "SqlSource"
@@ -230,11 +231,7 @@ class SqlSource(SourceBlock):
     @field_validator("timestamp_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
+        return check_timezone(value)
 
     # ------------------------------------------------------------------ configuration
     @property

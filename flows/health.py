@@ -17,7 +17,7 @@ import datetime as dt
 import fnmatch
 from dataclasses import asdict, dataclass
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -28,6 +28,7 @@ from blocks import ledger_schema as t
 from blocks.date_templates import render_date_template
 from blocks.errors import ConfigError, IngestError
 from blocks.ledger import Ledger
+from blocks.timezones import check_timezone
 from flows.block_loading import load_named_block
 
 MISSING_EVENT = "ingest.source.missing"
@@ -45,11 +46,7 @@ class ExpectedDaily(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
+        return check_timezone(value)
 
 
 @dataclass
