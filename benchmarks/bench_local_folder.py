@@ -17,8 +17,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_rss import run_child  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,34 +58,6 @@ def make_files(folder: Path, count: int, size: int) -> None:
                 fh.write(chunk[:n] if i % 2 else bytes(reversed(chunk[:n])))
                 left -= n
             fh.write(i.to_bytes(8, "big"))  # distinct content per file
-
-
-# Linux keeps a process's peak RSS across exec, so a child forked straight from this
-# (large) process would report our memory. A small launcher forks the real child instead
-# and reports that grandchild's own peak (floor: the launcher's ~10 MB).
-LAUNCHER = r"""
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-sys.stderr.write(f"\nMAXRSS_KB={usage.ru_maxrss}\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def run_child(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Run argv, return (seconds, peak RSS in MB of it and its children, stdout)."""
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-S", "-c", LAUNCHER, *argv], env=env, capture_output=True
-    )
-    seconds = time.perf_counter() - started
-    err = proc.stderr.decode()
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed: {err[-3000:]}")
-    rss_kb = int(err.rsplit("MAXRSS_KB=", 1)[1].split()[0])
-    return seconds, rss_kb // 1024, proc.stdout.decode()
 
 
 def reference(folder: Path, dest: Path) -> tuple[float, int]:
