@@ -33,6 +33,7 @@ from blocks.bigquery_source import BigQueryQuerySource
 from blocks.errors import ConfigError, LedgerError
 from blocks.snowflake_source import SnowflakeQuerySource
 from blocks.source import DiscoverContext
+from blocks.warehouse_query import WarehouseQueryError
 from blocks.warehouse_watermark import Watermark, parse_initial
 from flows.bigquery import ingest_bigquery
 from flows.snowflake import ingest_snowflake
@@ -333,6 +334,14 @@ def test_preflight_names_the_field() -> None:
         with pytest.raises(ConfigError) as info:
             offline_source(**fields).preflight()
         assert info.value.where.endswith(where), (fields, info.value)
+
+
+def test_unreachable_snowflake_is_a_retryable_error_naming_the_account() -> None:
+    source = offline_source(query="SELECT 1", login_timeout_seconds=2)
+    with pytest.raises(WarehouseQueryError) as info:
+        source.test_connection()
+    assert "cannot connect to Snowflake as user 'ingest' on account 'fakesnow'" in str(info.value)
+    assert "unused" not in str(info.value)  # the password
 
 
 def test_watermark_state_and_labels() -> None:
