@@ -1,0 +1,14 @@
+"""Flow: export a BigQuery query to a file and land it exactly once."""
+
+from __future__ import annotations
+
+from blocks.bigquery_source import BigQueryQuerySource
+from flows.source_flow import source_flow
+
+ingest_bigquery = source_flow(
+    BigQueryQuerySource,
+    "ingest-bigquery",
+    "Export a BigQuery query (all rows, or the rows above the ledger's watermark) to "
+    "CSV/JSONL/Parquet, land it, enqueue it and record it; the watermark moves only with "
+    "the recorded file.",
+)

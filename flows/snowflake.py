@@ -1,0 +1,14 @@
+"""Flow: export a Snowflake query to a file and land it exactly once."""
+
+from __future__ import annotations
+
+from blocks.snowflake_source import SnowflakeQuerySource
+from flows.source_flow import source_flow
+
+ingest_snowflake = source_flow(
+    SnowflakeQuerySource,
+    "ingest-snowflake",
+    "Export a Snowflake query (all rows, or the rows above the ledger's watermark) to "
+    "CSV/JSONL/Parquet, land it, enqueue it and record it; the watermark moves only with "
+    "the recorded file.",
+)
