@@ -40,6 +40,8 @@ _OPTIONAL_SOURCES = {
     "SftpSource": ("blocks.sftp", "sftp"),
     "SharePointSource": ("blocks.sharepoint", "http"),
     "SqlSource": ("blocks.sql_source", "sql"),
+    "SnowflakeQuerySource": ("blocks.snowflake_source", "snowflake"),
+    "BigQueryQuerySource": ("blocks.bigquery_source", "gcp"),
 }
 MISSING_EXTRAS: dict[str, str] = {}
 
