@@ -1,32 +1,83 @@
-"""Benchmark: the ingest-sftp flow vs OpenSSH's `sftp -b` on the same files, one run.
+"""Benchmark: the SFTP source vs OpenSSH's `sftp -b` on the same files, in one run.
 
 Starts a local sshd (tests/sftp_server.py, needs root and openssh-server), writes one big
-file and many small ones, then downloads them with OpenSSH's client and with the flow
-(real Prefect test harness, SQLite ledger). Prints MB/s, files/s, the ratio, peak RSS.
+file and many small ones, then downloads them with OpenSSH's client and with this
+project, each in its own child process (peak RSS read with wait4, see child_rss.py):
 
-    python benchmarks/bench_sftp.py                      # 1 GB + 5,000 files
-    python benchmarks/bench_sftp.py --big-mb 128 --small 300   # quick
+- big file: `sftp -b` vs the source's download path (block.fetch into the pipeline's
+  hashing writer, the code a land task runs), alternated `--rounds` times; medians
+  compared, because two shared cores make single runs swing by +-20%;
+- big file and small files: the whole ingest pipeline in a flow (list, dedupe, one land
+  task per file, ledger, hand-off) vs `sftp -b`, once.
+
+    python benchmarks/bench_sftp.py                             # 1 GiB + 5,000 files
+    python benchmarks/bench_sftp.py --big-mb 128 --small 300    # quick
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import shutil
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from child_rss import run_child  # noqa: E402
 
 from tests import sftp_server  # noqa: E402
 
+# argv: host port user key_file host_key remote_dir work parallel mode(fetch|flow)
+CHILD = r"""
+import json, sys, time
+from datetime import date
+from pathlib import Path
+host, port, user, key, host_key, remote, work, parallel, mode = sys.argv[1:10]
+from blocks.sftp import SftpSource
+source = SftpSource(source_id="bench", host=host, port=int(port), username=user,
+    private_key=Path(key).read_text(), host_key=host_key, remote_dir=remote,
+    max_parallel=int(parallel))
+work = Path(work)
+if mode == "fetch":
+    from blocks.source import DiscoverContext
+    from flows.pipeline import HashingWriter
+    [cand] = list(source.discover(DiscoverContext(date.today())))
+    with open(work / "fetched.bin", "wb") as fh:
+        started = time.perf_counter()
+        source.fetch(cand, HashingWriter(fh))
+        seconds = time.perf_counter() - started
+    source.close()
+    print(json.dumps({"seconds": seconds}))
+else:
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from blocks import IngestionQueue, Ledger
+    from flows.pipeline import run_source
+    from tests.conftest import sqlite_connector
 
-def openssh_get(server, key: Path, remote: Path, dest: Path, glob: str) -> float:
+    @flow(name="bench-sftp", task_runner=ThreadPoolTaskRunner(max_workers=64))
+    def bench():
+        ledger = Ledger(database=sqlite_connector(work / "ledger.db"))
+        queue = IngestionQueue(landing_dir=str(work / "landing"), fsync=False)
+        return run_source(source, ledger, queue).counts()
+
+    started = time.perf_counter()
+    counts = bench()
+    counts["process_seconds"] = time.perf_counter() - started
+    print(json.dumps(counts))
+"""
+
+
+def openssh_get(server, key: Path, remote: Path, dest: Path, glob: str) -> tuple[float, int]:
+    """`sftp -b` download of remote/glob into dest: (seconds, peak RSS MB)."""
+    dest.mkdir(parents=True, exist_ok=True)
     batch = dest.parent / f"batch-{dest.name}"
     batch.write_text(f"lcd {dest}\ncd {remote}\nget {glob}\n")
     cmd = [
@@ -34,69 +85,47 @@ def openssh_get(server, key: Path, remote: Path, dest: Path, glob: str) -> float
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
         "-o", "BatchMode=yes", f"{sftp_server.USER}@127.0.0.1",
     ]  # fmt: skip
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    seconds, rss, _ = run_child(cmd, dict(os.environ))
+    return seconds, rss
 
 
-def flow_get(server, remote: Path, work: Path, tag: str, parallel: int) -> float:
-    from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
-
-    from blocks.handoff import IngestionQueue
-    from blocks.ledger import Ledger
-    from blocks.sftp import SftpSource
-    from flows.sftp import ingest_sftp
-
-    source = SftpSource(
-        source_id=f"bench-{tag}",
-        host="127.0.0.1",
-        port=server.port,
-        username=sftp_server.USER,
-        private_key=server.client_key,
-        host_key=server.host_key_line,
-        remote_dir=str(remote),
-        max_parallel=parallel,
-    )
-    ledger = Ledger(
-        database=SqlAlchemyConnector(
-            connection_info=ConnectionComponents(
-                driver=SyncDriver.SQLITE_PYSQLITE, database=str(work / f"ledger-{tag}.db")
-            )
-        )
-    )
-    queue = IngestionQueue(landing_dir=str(work / f"landing-{tag}"), fsync=False)
-    names = {}
-    for label, block in (("s", source), ("l", ledger), ("q", queue)):
-        names[label] = f"bench-{tag}-{label}"
-        block.save(names[label], overwrite=True)
-    t0 = time.perf_counter()
-    counts = ingest_sftp(source_block=names["s"], ledger_block=names["l"], queue_block=names["q"])
-    elapsed = time.perf_counter() - t0
-    assert counts["failed"] == 0, counts
-    return elapsed
+def ours(server, key: Path, remote: Path, work: Path, env, parallel: int, mode: str):
+    """The source in a child process: (result dict, peak RSS MB)."""
+    work.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-c", CHILD, "127.0.0.1", str(server.port), sftp_server.USER,
+        str(key), server.host_key_line, str(remote), str(work), str(parallel), mode,
+    ]  # fmt: skip
+    _, rss, out = run_child(argv, env)
+    return json.loads(out.strip().splitlines()[-1]), rss
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--big-mb", type=int, default=1024)
+    ap.add_argument("--big-mb", type=int, default=1024, help="big file size in MiB")
     ap.add_argument("--small", type=int, default=5000)
     ap.add_argument("--small-bytes", type=int, default=2048)
     ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3, help="alternated big-file rounds")
     args = ap.parse_args()
     why = sftp_server.why_not_available()
     if why:
         sys.exit(f"cannot run: {why}")
 
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     server = sftp_server.start_server()
     work = Path(tempfile.mkdtemp(prefix="bench-sftp-"))
+    rows: list[tuple] = []
     try:
         key = work / "id"
         key.write_text(server.client_key)
         key.chmod(0o600)
-        big_dir = server.folder("big")
-        small_dir = server.folder("small")
+        big_dir, small_dir = server.folder("big"), server.folder("small")
         block = os.urandom(1024 * 1024)
         with open(big_dir / "big.bin", "wb") as fh:
             for _ in range(args.big_mb):
@@ -105,64 +134,62 @@ def main() -> None:
         for i in range(args.small):
             server.put(small_dir, f"f{i:05d}.csv", os.urandom(args.small_bytes), time.time() - 60)
         big_mb = args.big_mb * 1024 * 1024 / 1e6
-        rows = []
-        for what, remote, glob in (("big", big_dir, "big.bin"), ("small", small_dir, "*")):
-            dest = work / f"openssh-{what}"
-            dest.mkdir()
-            t_ssh = openssh_get(server, key, remote, dest, glob)
-            rows.append((what, t_ssh))
-        ssh_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        with prefect_test_harness(server_startup_timeout=120):
-            flow_times = {
-                "big": flow_get(server, big_dir, work, "big", args.parallel),
-                "small": flow_get(server, small_dir, work, "small", args.parallel),
-            }
-        # the download path alone (block.fetch, no Prefect orchestration), same file
-        from blocks.sftp import SftpSource
-        from blocks.source import DiscoverContext
+        small_mb = args.small * args.small_bytes / 1e6
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-        raw = SftpSource(
-            source_id="raw",
-            host="127.0.0.1",
-            port=server.port,
-            username=sftp_server.USER,
-            private_key=server.client_key,
-            host_key=server.host_key_line,
-            remote_dir=str(big_dir),
-        )
-        [cand] = list(raw.discover(DiscoverContext(date.today())))
-        with open(work / "raw.bin", "wb") as out:
-            t0 = time.perf_counter()
-            raw.fetch(cand, out)
-            t_raw = time.perf_counter() - t0
-        raw.close()
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"sftp benchmark on 127.0.0.1 (load avg {os.getloadavg()[0]:.1f}, 2 cores shared)")
-        for what, t_ssh in rows:
-            t_flow = flow_times[what]
-            if what == "big":
-                a, b = big_mb / t_flow, big_mb / t_ssh
-                print(
-                    f"big file {args.big_mb} MiB: flow {a:8.1f} MB/s  openssh sftp -b "
-                    f"{b:8.1f} MB/s  ratio {a / b:.2f}x"
-                )
-                print(
-                    f"big file, download path only (block.fetch): {big_mb / t_raw:8.1f} MB/s  "
-                    f"ratio {t_ssh / t_raw:.2f}x"
-                )
-            else:
-                a, b = args.small / t_flow, args.small / t_ssh
-                print(
-                    f"{args.small} small files: flow {a:8.1f} files/s  openssh sftp -b "
-                    f"{b:8.1f} files/s  ratio {a / b:.2f}x"
-                )
+        ssh_big, fetch_big = [], []
+        for r in range(args.rounds):
+            ssh_big.append(openssh_get(server, key, big_dir, work / f"ssh-big-{r}", "big.bin"))
+            shutil.rmtree(work / f"ssh-big-{r}")
+            fetch_big.append(ours(server, key, big_dir, work / f"fetch-{r}", env, 1, "fetch"))
+            shutil.rmtree(work / f"fetch-{r}")
+        t_ssh = statistics.median(s for s, _ in ssh_big)
+        t_fetch = statistics.median(res["seconds"] for res, _ in fetch_big)
+        rows.append(("big", "openssh sftp -b (median)", 1, big_mb, t_ssh, ssh_big[0][1]))
+        rows.append(("big", "source fetch (median)", 1, big_mb, t_fetch, fetch_big[0][1]))
+        rows.append(("big", "ratio fetch/openssh", t_ssh / t_fetch))
         print(
-            f"peak RSS: this process (flow + Prefect harness) {rss:.0f} MB; "
-            f"openssh client {ssh_rss:.0f} MB"
+            "big-file rounds, MB/s: openssh "
+            + ", ".join(f"{big_mb / s:.0f}" for s, _ in ssh_big)
+            + "; source fetch "
+            + ", ".join(f"{big_mb / res['seconds']:.0f}" for res, _ in fetch_big)
         )
+
+        with prefect_test_harness(server_startup_timeout=120):
+            env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+            for what, remote, glob, count, mb in (
+                ("big", big_dir, "big.bin", 1, big_mb),
+                ("small", small_dir, "*", args.small, small_mb),
+            ):
+                t_ref, rss_ref = openssh_get(server, key, remote, work / f"ssh-{what}", glob)
+                counts, rss = ours(
+                    server, key, remote, work / f"flow-{what}", env, args.parallel, "flow"
+                )
+                assert counts["landed"] == count and counts["failed"] == 0, counts
+                rows.append((what, "openssh sftp -b", count, mb, t_ref, rss_ref))
+                rows.append((what, "flow (pipeline)", count, mb, counts["seconds"], rss))
+                rows.append((what, "flow (process)", count, mb, counts["process_seconds"], rss))
+                rows.append((what, "ratio flow pipeline/openssh", t_ref / counts["seconds"]))
     finally:
         sftp_server.stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nsftp benchmark on 127.0.0.1, 2 shared cores, load avg {os.getloadavg()[0]:.1f}")
+    head = ("workload", "tool", "files", "MB", "s", "files/s", "MB/s", "RSS MB")
+    print("{:<8} {:<28} {:>6} {:>8} {:>8} {:>9} {:>8} {:>7}".format(*head))
+    for row in rows:
+        if len(row) == 3:
+            print(f"{row[0]:<8} {row[1]:<28} {row[2]:>6.2f}x")
+            continue
+        what, tool, count, mb, seconds, peak = row
+        print(
+            f"{what:<8} {tool:<28} {count:>6} {mb:>8.1f} {seconds:>8.2f} "
+            f"{count / seconds:>9.1f} {mb / seconds:>8.1f} {peak:>7}"
+        )
+    print(
+        "\n'pipeline' is the flow's own run time (list to record); 'process' adds Python and "
+        "Prefect start-up in the child. RSS is each child's peak (wait4)."
+    )
 
 
 if __name__ == "__main__":

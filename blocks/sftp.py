@@ -17,15 +17,39 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from blocks.date_templates import render_date_template
 from blocks.errors import ConfigError, IngestError
 from blocks.sftp_connection import SftpConnection, SftpLogin, fingerprint
+from blocks.sftp_fast_read import SftpReadError, pipelined_download
 from blocks.source import Candidate, DiscoverContext, SourceBlock
+from blocks.write_behind import WriteBehind
 
 _CHUNK = 1024 * 1024
 _SEGMENT = 32 * _CHUNK  # most bytes of one download held in memory
-_IN_FLIGHT = 32  # outstanding SFTP read requests per file
+_IN_FLIGHT = 32  # outstanding SFTP read requests per file (paramiko readv path)
+_FAST_IN_FLIGHT = 24  # outstanding 255 KiB reads per file on OpenSSH (measured best of 8-64)
 _READ_SIZE = 255 * 1024
 _SHA256 = re.compile(r"\b([0-9a-fA-F]{64})\b")
 # Errors that mean the link is gone: drop the thread's connection, let the pipeline retry.
 _LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)
+
+
+def _readv_download(fh: paramiko.SFTPFile, size: int, sink: BinaryIO) -> int:
+    """paramiko's pipelined readv in bounded segments, for servers other than OpenSSH.
+
+    Plain prefetch() keeps every answered read in memory until consumed, so a slow disk
+    would let a big file pile up in RAM; readv per segment caps that at one segment.
+    Requests stay at paramiko's safe 32 KiB, which every server accepts.
+    """
+    done = 0
+    while done < size:
+        seg_end = min(size, done + _SEGMENT)
+        pieces = [(o, min(_CHUNK, seg_end - o)) for o in range(done, seg_end, _CHUNK)]
+        for chunk in fh.readv(pieces, max_concurrent_prefetch_requests=_IN_FLIGHT):
+            if not chunk:
+                break
+            sink.write(chunk)
+            done += len(chunk)
+        if done != seg_end:
+            break
+    return done
 
 
 class SftpSource(SourceBlock):
@@ -133,6 +157,7 @@ class SftpSource(SourceBlock):
             conn = SftpConnection(self._login())
             self._local.conn = conn
             with self._lock:
+                self._all = [c for c in self._all if c.alive]
                 self._all.append(conn)
         return conn
 
@@ -236,27 +261,24 @@ class SftpSource(SourceBlock):
         path = self._path(candidate.name)
         try:
             conn = self._conn()
-            with conn.sftp.open(path, "rb") as fh:
+            fh = conn.sftp.open(path, "rb")
+            finished = False
+            try:
                 size = fh.stat().st_size
-                # Fewer, bigger SFTP reads: paramiko's per-request Python overhead is what
-                # makes it slow. OpenSSH's server answers up to 255 KiB per read
-                # (limits@openssh.com); other servers keep paramiko's safe 32 KiB.
-                if conn.transport.remote_version.startswith("SSH-2.0-OpenSSH"):
-                    fh.MAX_REQUEST_SIZE = _READ_SIZE
-                done = 0
-                # Pipelined reads in bounded segments: paramiko's plain prefetch() keeps
-                # every answered read in memory until consumed, so a slow disk would let
-                # a big file pile up in RAM; readv per segment caps that at one segment.
-                while done < size:
-                    seg_end = min(size, done + _SEGMENT)
-                    pieces = [(o, min(_CHUNK, seg_end - o)) for o in range(done, seg_end, _CHUNK)]
-                    for chunk in fh.readv(pieces, max_concurrent_prefetch_requests=_IN_FLIGHT):
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        done += len(chunk)
-                    if done != seg_end:
-                        break
+                # Writing and hashing run on a writer thread, overlapping the receive.
+                with WriteBehind(out) as sink:
+                    if conn.transport.remote_version.startswith("SSH-2.0-OpenSSH"):
+                        done = self._fast_download(conn, fh, size, sink)
+                    else:
+                        done = _readv_download(fh, size, sink)
+                finished = True
+            finally:
+                if finished:
+                    fh.close()
+                else:
+                    # Answers to reads in flight may still be queued on the channel:
+                    # closing the handle would read them as garbage. Drop the link.
+                    self._drop_conn()
             if done != size or (candidate.size is not None and size != candidate.size):
                 raise IngestError(
                     f"{candidate.name}: size changed while downloading "
@@ -264,7 +286,11 @@ class SftpSource(SourceBlock):
                 )
         except FileNotFoundError:
             raise IngestError(f"{candidate.name}: gone from the server before download") from None
-        except IngestError:
+        except IngestError as exc:
+            if isinstance(exc, SftpReadError):
+                raise IngestError(
+                    f"{candidate.name}: SFTP download failed ({exc}); will retry"
+                ) from None
             raise
         except _LINK_ERRORS as exc:
             self._drop_conn()  # the next attempt of this item reconnects
@@ -272,6 +298,12 @@ class SftpSource(SourceBlock):
                 f"{candidate.name}: SFTP download failed ({exc}); will retry"
             ) from None
         return None
+
+    @staticmethod
+    def _fast_download(conn: SftpConnection, fh: paramiko.SFTPFile, size: int, sink) -> int:
+        # OpenSSH answers reads of up to 255 KiB (limits@openssh.com), in order and in
+        # full; streaming them off the channel beats paramiko's readv by ~1.5x here.
+        return pipelined_download(conn.sftp, fh.handle, size, sink, _READ_SIZE, _FAST_IN_FLIGHT)
 
     def after_landing(self, candidate: Candidate) -> None:
         if self.after_landing_action == "keep":

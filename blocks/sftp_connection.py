@@ -105,6 +105,12 @@ class SftpConnection:
             sock, default_window_size=_WINDOW, default_max_packet_size=_MAX_PACKET
         )
         self.transport = transport
+        # AES-GCM first: it authenticates while decrypting, where CTR + HMAC costs paramiko a
+        # separate Python-driven HMAC per packet (~15% of its receive thread here). Other
+        # ciphers stay as fallbacks for servers without GCM.
+        options = transport.get_security_options()
+        gcm = tuple(c for c in options.ciphers if c.endswith("-gcm@openssh.com"))
+        options.ciphers = gcm + tuple(c for c in options.ciphers if c not in gcm)
         try:
             transport.banner_timeout = login.connect_timeout
             transport.auth_timeout = login.connect_timeout

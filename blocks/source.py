@@ -165,3 +165,6 @@ class SourceBlock(Block):
 
     def after_landing(self, candidate: Candidate) -> None:  # noqa: B027 (optional hook)
         """Act on the source once the item is recorded (default: keep it)."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release connections the block opened; called once at the end of every run."""

@@ -352,6 +352,8 @@ def run_source(
         summary.seconds = time.monotonic() - started
         _finish(ledger, run_row, summary, error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        source.close()
     summary.seconds = time.monotonic() - started
     summary.status = (
         "completed" if not summary.failed else ("failed" if fail_on_item_error else "partial")

@@ -265,3 +265,38 @@ def test_dropped_connection_mid_transfer_then_reconnect(sshd, remote):
     source.fetch(cand, out)
     assert sha(out.getvalue()) == sha(data)
     source.close()
+
+
+def test_connections_closed_when_the_run_ends(sshd, remote, save_block, sqlite_ledger, queue):
+    for i in range(6):
+        sshd.put(remote, f"f{i}.csv", os.urandom(300_000), OLD)
+    before = len(sshd.session_pids())
+    source = make(sshd, remote, max_parallel=3)
+    assert run(save_block, source, sqlite_ledger, queue)["landed"] == 6
+    deadline = time.monotonic() + 10
+    while len(sshd.session_pids()) > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(sshd.session_pids()) <= before, "the flow left SSH sessions open"
+
+
+def test_pipelined_read_refuses_short_reads_and_error_replies(sshd, remote):
+    from blocks.sftp_fast_read import SftpReadError, pipelined_download
+
+    data = os.urandom(600_000)
+    sshd.put(remote, "f.bin", data, OLD)
+    source = make(sshd, remote)
+    conn = source._conn()
+    with conn.sftp.open(str(remote / "f.bin"), "rb") as fh:
+        out = io.BytesIO()
+        assert pipelined_download(conn.sftp, fh.handle, len(data), out, 255 * 1024, 4) == len(data)
+        assert out.getvalue() == data
+    source._drop_conn()
+    conn = source._conn()
+    fh = conn.sftp.open(str(remote / "f.bin"), "rb")
+    with pytest.raises(SftpReadError, match="short read"):  # the file is shorter than asked
+        pipelined_download(conn.sftp, fh.handle, len(data) + 10, io.BytesIO(), 255 * 1024, 4)
+    source._drop_conn()
+    conn = source._conn()
+    with pytest.raises(SftpReadError, match="SFTP status"):  # not an open handle
+        pipelined_download(conn.sftp, b"no-such-handle", 1000, io.BytesIO(), 255 * 1024, 4)
+    source.close()

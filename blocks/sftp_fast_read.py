@@ -1,0 +1,105 @@
+"""Pipelined SFTP download straight off the SSH channel, for OpenSSH servers.
+
+paramiko's `SFTPFile.readv`/`prefetch` run a helper thread that polls every 10 ms for a
+free request slot, keep answers in a dict until asked for, and copy each answer several
+times (packet reassembly, message parsing, joining). This reader keeps a fixed number of
+SSH_FXP_READ requests in flight from the calling thread and streams each SSH_FXP_DATA
+payload to the sink as it arrives, so memory is bounded by the requests in flight and
+the bytes are copied once on the way from the channel to the sink.
+
+It relies on what OpenSSH's sftp-server does: answers in request order and full-length
+reads of a regular file except at its end. Anything else (an error status, a reply out
+of order, a short read) raises `SftpReadError`; the connection is then in an unknown
+state and the caller must discard it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from typing import BinaryIO
+
+import paramiko
+
+from blocks.errors import IngestError
+
+_FXP_READ = 5
+_FXP_STATUS = 101
+_FXP_DATA = 103
+_HEADER = struct.Struct(">IBI")  # packet length, type, request id
+
+
+class SftpReadError(IngestError):
+    """The server's answer to a pipelined read was not the expected data."""
+
+
+def _recv_exact(chan: paramiko.Channel, n: int) -> bytes:
+    data = chan.recv(n)
+    if len(data) == n:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        if not data:
+            raise EOFError("SFTP channel closed")
+        data = chan.recv(n - got)
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def _stream(chan: paramiko.Channel, n: int, sink: BinaryIO) -> None:
+    while n > 0:
+        data = chan.recv(n)
+        if not data:
+            raise EOFError("SFTP channel closed")
+        sink.write(data)
+        n -= len(data)
+
+
+def pipelined_download(
+    sftp: paramiko.SFTPClient,
+    handle: bytes,
+    size: int,
+    sink: BinaryIO,
+    read_size: int,
+    in_flight: int,
+) -> int:
+    """Read bytes [0, size) of an open remote file into `sink`; return the count read."""
+    chan = sftp.get_channel()
+    assert chan is not None
+    pending: deque[tuple[int, int, int]] = deque()  # (request id, offset, length)
+    next_offset = 0
+
+    def send_next() -> None:
+        nonlocal next_offset
+        length = min(read_size, size - next_offset)
+        req_id = sftp.request_number
+        sftp.request_number += 1
+        body = struct.pack(">I", len(handle)) + handle + struct.pack(">QI", next_offset, length)
+        chan.sendall(struct.pack(">IBI", len(body) + 5, _FXP_READ, req_id) + body)
+        pending.append((req_id, next_offset, length))
+        next_offset += length
+
+    while next_offset < size and len(pending) < in_flight:
+        send_next()
+    done = 0
+    while pending:
+        req_id, offset, length = pending.popleft()
+        packet_len, kind, got_id = _HEADER.unpack(_recv_exact(chan, _HEADER.size))
+        if got_id != req_id:
+            raise SftpReadError(f"reply to request {got_id} while waiting for {req_id}")
+        if kind == _FXP_STATUS:
+            code = struct.unpack(">I", _recv_exact(chan, 4))[0]
+            _recv_exact(chan, packet_len - 9)  # message and language tag
+            raise SftpReadError(f"read at offset {offset} failed with SFTP status {code}")
+        if kind != _FXP_DATA:
+            raise SftpReadError(f"unexpected SFTP reply type {kind}")
+        (data_len,) = struct.unpack(">I", _recv_exact(chan, 4))
+        if data_len != length:
+            raise SftpReadError(f"short read at offset {offset}: {data_len} of {length} bytes")
+        if next_offset < size:
+            send_next()  # keep the pipe full before streaming this answer
+        _stream(chan, data_len, sink)
+        done += data_len
+    return done
