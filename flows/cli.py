@@ -8,6 +8,7 @@
     ingest-ops [--json] pause|resume <flow>/<deployment>
     ingest-ops [--json] ledger [--source S] [--limit 20] [--ledger-block NAME]
     ingest-ops [--json] health [--ledger-block NAME] [--last-n 20]
+    ingest-ops [--json] install-automations [--grace-seconds 240]
 
 Also runnable as `python -m flows.cli`. Errors go to stderr with exit code 1 (2 for usage).
 """
@@ -329,6 +330,23 @@ def health(
     finally:
         led.dispose()
     _emit(rows)
+
+
+@app.command("install-automations")
+def install_automations(
+    grace_seconds: int = typer.Option(
+        240,
+        help="Mark a run Crashed when no heartbeat came for this long; must exceed "
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY on the workers (default 180).",
+    ),
+) -> None:
+    """Create (or replace) the automations the product relies on: crash unresponsive runs."""
+    from flows.automations import install
+
+    try:
+        _emit(install(grace_seconds))
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 if __name__ == "__main__":

@@ -118,3 +118,22 @@ def test_backfill_validates_before_starting(prefect_api):
     assert result.exit_code == 1 and "end_date" in result.stderr
     result, _ = cli("backfill", "a/b", "2026-01-05", "2026-01-01")
     assert result.exit_code == 1 and "start_date" in result.stderr
+
+
+def test_install_automations_is_idempotent(prefect_api):
+    from prefect.automations import Automation
+
+    from flows.automations import CRASH_UNRESPONSIVE
+
+    for grace in (200, 90):
+        result, data = cli("install-automations", "--grace-seconds", str(grace))
+        assert result.exit_code == 0, result.output
+        assert list(data) == [CRASH_UNRESPONSIVE]
+    with get_client(sync_client=True) as client:
+        found = client.read_automations_by_name(CRASH_UNRESPONSIVE)
+    assert len(found) == 1  # reinstalling replaced, not duplicated
+    automation = Automation.read(name=CRASH_UNRESPONSIVE)
+    assert automation.trigger.within.total_seconds() == 90
+    assert automation.actions[0].state.value == "CRASHED"
+    result, _ = cli("install-automations", "--grace-seconds", "10")
+    assert result.exit_code == 1 and "grace_seconds" in result.stderr

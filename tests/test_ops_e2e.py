@@ -33,7 +33,8 @@ from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDr
 
 from blocks import IngestionQueue, Ledger, LocalFolderSource
 from blocks.webhook import WebhookEndpoint
-from flows.webhook import sign
+from flows.automations import CRASH_UNRESPONSIVE
+from flows.webhook import signed_headers
 from tests.conftest import server_missing
 from tests.ops_flows import DatedFolderSource
 
@@ -81,6 +82,7 @@ class Env:
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "2",
             "PREFECT_LOGGING_LEVEL": "INFO",
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",  # the minimum
             "INGEST_HOME": str(tmp / "ingest-home"),
             "PYTHONPATH": str(ROOT),
         }
@@ -349,10 +351,12 @@ def test_webhook_starts_a_run(env: Env, worker, folder):
     url = f"http://127.0.0.1:{port}/webhooks/e2e-folder"
     bad = httpx.post(url, content=body, headers={"X-Ingest-Signature": "sha256=00"})
     assert bad.status_code == 401
-    resp = httpx.post(
-        url, content=body, headers={"X-Ingest-Signature": sign(secret, body)}, timeout=30
-    )
+    headers = signed_headers(secret, body)
+    resp = httpx.post(url, content=body, headers=headers, timeout=30)
     assert resp.status_code == 202, resp.text
+    # A replay of the same signed request gets the run already started, not a new one.
+    replay = httpx.post(url, content=body, headers=headers, timeout=30)
+    assert replay.status_code == 202 and replay.json() == resp.json()
     with get_client(sync_client=True) as client:
         run = wait_final(client, UUID(resp.json()["flow_run_id"]))
     assert run.state_name == "Completed", env.log("worker")
@@ -413,10 +417,18 @@ def test_backfill_three_days_once_then_nothing(env: Env, worker, stores):
 
 
 def test_sigterm_to_worker_during_a_run_ends_cleanly(env: Env, worker):
-    """Last: stops the module's worker."""
+    """Last: stops the module's worker. The interrupted run ends Crashed, not Running."""
     from prefect.deployments import run_deployment
 
-    deploy_test_copy(env, [_base("slow-once", "tests.ops_flows:slow", parameters={"seconds": 60})])
+    grace = 40  # > the 30 s heartbeat set for this module's worker
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--json", "install-automations",
+         "--grace-seconds", str(grace)],
+        env=env.vars, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert CRASH_UNRESPONSIVE in json.loads(out.stdout)
+    deploy_test_copy(env, [_base("slow-once", "tests.ops_flows:slow", parameters={"seconds": 90})])
     with get_client(sync_client=True) as client:
         run = run_deployment("ops-slow/slow-once", timeout=0)
         deadline = time.monotonic() + 90
@@ -428,16 +440,17 @@ def test_sigterm_to_worker_during_a_run_ends_cleanly(env: Env, worker):
             code = worker.wait(60)
         except subprocess.TimeoutExpired:
             pytest.fail("worker did not stop within 60 s of one SIGTERM:\n" + env.log("worker"))
-        time.sleep(3)
-        after = client.read_flow_run(run.id)
-    assert code == 0, f"worker exit code {code}:\n{env.log('worker')}"
-    assert "stopped!" in env.log("worker")
-    # The worker takes its flow-run process down with it: no orphan keeps running, and the
-    # interrupted run is never reported Completed. Without flow-run heartbeats the server
-    # keeps it Running until an operator cancels it; with PREFECT_RUNNER_HEARTBEAT_FREQUENCY
-    # set on the worker, the server marks it Crashed after missed heartbeats.
-    assert _processes_of(run.id) == [], "flow-run process outlived its worker"
-    assert after.state_name != "Completed"
+        assert code == 0, f"worker exit code {code}:\n{env.log('worker')}"
+        assert "stopped!" in env.log("worker")
+        # The worker takes its flow-run process down with it: no orphan keeps running.
+        assert _processes_of(run.id) == [], "flow-run process outlived its worker"
+        # Nothing reports the end of that process; the heartbeat automation does.
+        deadline = time.monotonic() + grace + 60
+        while (after := client.read_flow_run(run.id)).state_name == "Running":
+            assert time.monotonic() < deadline, "run still Running after the grace period"
+            time.sleep(2)
+    assert after.state_name == "Crashed", after.state
+    assert "heartbeat" in (after.state.message or "")
 
 
 def _processes_of(run_id: UUID) -> list[int]:

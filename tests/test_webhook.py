@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 from starlette.testclient import TestClient
 
-from blocks.webhook import SIGNATURE_HEADER, WebhookEndpoint
-from flows.webhook import create_app, sign
+from blocks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEndpoint
+from flows.webhook import create_app, sign, signed_headers
 
 SECRET = "s3cret-value-0123456789"
 
@@ -36,18 +37,25 @@ def started():
 
 @pytest.fixture
 def client(started) -> TestClient:
-    async def starter(deployment, trigger):
-        started.append((deployment, trigger))
+    async def starter(deployment, trigger, key):
+        started.append((deployment, trigger, key))
         return "run-1"
 
     return TestClient(create_app(starter=starter))
 
 
-def post(client, name, body: bytes, signature: str | None):
-    headers = {"content-type": "application/json"}
-    if signature is not None:
-        headers[SIGNATURE_HEADER] = signature
+def post(client, name, body: bytes, signature: str | None = None, headers=None):
+    """POST with `headers`, or with a timestamp of now and the given signature."""
+    if headers is None:
+        headers = {TIMESTAMP_HEADER: str(int(time.time()))}
+        if signature is not None:
+            headers[SIGNATURE_HEADER] = signature
+    headers = {"content-type": "application/json", **headers}
     return client.post(f"/webhooks/{name}", content=body, headers=headers)
+
+
+def signed(body: bytes, now: float | None = None) -> dict[str, str]:
+    return signed_headers(SECRET, body, now)
 
 
 def test_health(client):
@@ -56,10 +64,11 @@ def test_health(client):
 
 def test_signed_post_starts_the_deployment(client, endpoint, started):
     body = json.dumps({"file": "BANK_20260310.csv"}).encode()
-    resp = post(client, endpoint, body, sign(SECRET, body))
+    resp = post(client, endpoint, body, headers=signed(body))
     assert resp.status_code == 202, resp.text
     assert resp.json()["flow_run_id"] == "run-1"
-    assert started == [("ingest-local-folder/bank", {"file": "BANK_20260310.csv"})]
+    [(deployment, trigger, _)] = started
+    assert (deployment, trigger) == ("ingest-local-folder/bank", {"file": "BANK_20260310.csv"})
 
 
 @pytest.mark.parametrize("signature", [None, "", "sha256=00", "sha256=" + "0" * 64])
@@ -73,18 +82,58 @@ def test_bad_signature_is_401(client, endpoint, started, signature, caplog):
 
 def test_signature_with_another_secret_is_401(client, endpoint):
     body = b'{"a": 1}'
-    assert post(client, endpoint, body, sign("another-secret-0000", body)).status_code == 401
+    assert (
+        post(client, endpoint, body, headers=signed_headers("another-secret-00", body)).status_code
+        == 401
+    )
+    # the body alone signed (the no-timestamp scheme) does not pass a timestamped endpoint
+    assert post(client, endpoint, body, sign(SECRET, body)).status_code == 401
+
+
+@pytest.mark.parametrize(("offset", "words"), [(-301, "300 s"), (301, "300 s"), (None, "missing")])
+def test_stale_future_or_missing_timestamp_is_401(client, endpoint, started, offset, words):
+    body = b'{"a": 1}'
+    if offset is None:
+        headers = {SIGNATURE_HEADER: sign(SECRET, body, "")}
+    else:
+        headers = signed(body, time.time() + offset)  # correctly signed, wrong time
+    resp = post(client, endpoint, body, headers=headers)
+    assert resp.status_code == 401 and words in resp.json()["error"] and started == []
+
+
+def test_replay_reuses_the_idempotency_key(client, endpoint, started):
+    body = b'{"file": "a.csv"}'
+    headers = signed(body)
+    assert post(client, endpoint, body, headers=headers).status_code == 202
+    assert post(client, endpoint, body, headers=headers).status_code == 202  # replayed
+    later = signed(body, time.time() + 1)  # the sender's next, genuine delivery
+    assert post(client, endpoint, body, headers=later).status_code == 202
+    keys = [key for _, _, key in started]
+    assert keys[0] == keys[1] != keys[2] and keys[0].startswith(f"webhook-{endpoint}-")
+    assert SECRET not in "".join(keys)
+
+
+def test_endpoint_without_timestamps_signs_the_body(client, save_block, started):
+    name = save_block(
+        WebhookEndpoint(source="legacy", deployment="a/b", secret=SECRET, max_age_seconds=0),
+        prefix="wh",
+    )
+    body = b'{"a": 1}'
+    assert (
+        post(client, name, body, headers={SIGNATURE_HEADER: sign(SECRET, body)}).status_code == 202
+    )
+    assert post(client, name, body, headers=signed(body)).status_code == 401
 
 
 def test_unknown_endpoint_is_404(client, prefect_api):
     body = b"{}"
-    assert post(client, "no-such-endpoint", body, sign(SECRET, body)).status_code == 404
-    assert post(client, "Bad_Name", body, sign(SECRET, body)).status_code == 404
+    assert post(client, "no-such-endpoint", body, headers=signed(body)).status_code == 404
+    assert post(client, "Bad_Name", body, headers=signed(body)).status_code == 404
 
 
 def test_large_body_is_413_before_auth(client, endpoint, started):
     body = json.dumps({"x": "y" * 2000}).encode()
-    resp = post(client, endpoint, body, sign(SECRET, body))
+    resp = post(client, endpoint, body, headers=signed(body))
     assert resp.status_code == 413 and "1000 bytes" in resp.json()["error"]
 
     def chunks():  # no Content-Length: the streamed size is bounded too
@@ -97,7 +146,7 @@ def test_large_body_is_413_before_auth(client, endpoint, started):
 
 @pytest.mark.parametrize(("body", "words"), [(b"not json", "valid JSON"), (b"[1, 2]", "object")])
 def test_signed_non_object_is_422(client, endpoint, started, body, words):
-    resp = post(client, endpoint, body, sign(SECRET, body))
+    resp = post(client, endpoint, body, headers=signed(body))
     assert resp.status_code == 422 and words in resp.json()["error"] and started == []
 
 
