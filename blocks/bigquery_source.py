@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, time
-from decimal import Decimal
 from typing import Any
 
 from prefect_gcp.bigquery import BigQueryWarehouse
 from pydantic import Field
 
 from blocks.errors import ConfigError
-from blocks.warehouse_formats import Column
+from blocks.file_formats import Column
 from blocks.warehouse_query import QueryResult, WarehouseQueryError, WarehouseQuerySource, scrub
+from blocks.watermark_values import value_kind
 
 
 def arrow_type(schema_field: Any) -> Any:
@@ -49,24 +48,22 @@ def query_parameter(name: str, value: Any) -> Any:
     return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)
 
 
+# Python value kinds (blocks/watermark_values.py) -> BigQuery parameter types.
+_PARAMETER_TYPES = {
+    "bool": "BOOL",
+    "int": "INT64",
+    "float": "FLOAT64",
+    "decimal": "NUMERIC",
+    "timestamp": "TIMESTAMP",
+    "datetime": "DATETIME",
+    "date": "DATE",
+    "time": "TIME",
+    "bytes": "BYTES",
+}
+
+
 def _scalar_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int):
-        return "INT64"
-    if isinstance(value, float):
-        return "FLOAT64"
-    if isinstance(value, Decimal):
-        return "NUMERIC"
-    if isinstance(value, datetime):
-        return "TIMESTAMP" if value.tzinfo is not None else "DATETIME"
-    if isinstance(value, date):
-        return "DATE"
-    if isinstance(value, time):
-        return "TIME"
-    if isinstance(value, bytes):
-        return "BYTES"
-    return "STRING"
+    return _PARAMETER_TYPES.get(value_kind(value) or "", "STRING")
 
 
 class BigQueryQuerySource(WarehouseQuerySource):

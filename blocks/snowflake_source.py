@@ -10,7 +10,7 @@ from prefect_snowflake import SnowflakeConnector
 from pydantic import Field
 
 from blocks.errors import ConfigError
-from blocks.warehouse_formats import Column
+from blocks.file_formats import Column
 from blocks.warehouse_query import QueryResult, WarehouseQueryError, WarehouseQuerySource, scrub
 
 # Snowflake error numbers that mean "the login was refused" (wrong password, locked or

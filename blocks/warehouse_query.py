@@ -31,17 +31,11 @@ from pydantic import Field
 
 from blocks.date_templates import render_date_template
 from blocks.errors import ConfigError, IngestError
+from blocks.file_formats import EXTENSIONS, Column, OutputFormat, make_writer
 from blocks.naming import safe_relative_name
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
-from blocks.warehouse_formats import EXTENSIONS, Column, OutputFormat, make_writer
-from blocks.warehouse_watermark import (
-    STATE_KEY,
-    Watermark,
-    is_identifier,
-    kind_of,
-    larger,
-    parse_initial,
-)
+from blocks.warehouse_watermark import STATE_KEY, Watermark, is_identifier, larger, parse_initial
+from blocks.watermark_values import kind_of
 
 WATERMARK_PARAM = "ingest_watermark"
 SUBQUERY_ALIAS = "ingest_q"

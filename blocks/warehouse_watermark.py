@@ -4,7 +4,8 @@ The state is `{"column": C, "kind": K, "value": V, "rows": N, "extracted_at": IS
 every row with `C <= V` was delivered in a recorded file; the next run selects
 `C > V`. `kind` says how to rebuild the typed value from its JSON form (so a timestamp
 is bound as a timestamp, not as text): int, decimal, float, str, date, datetime (no time
-zone) or timestamp (with time zone, stored in UTC).
+zone) or timestamp (with time zone, stored in UTC); `blocks/watermark_values.py` does the
+(de)serialisation, as for the SQL source.
 
 The new watermark is the largest value of C in the exported rows. The pipeline writes it
 in the same transaction as the ledger row of the file, so it advances only once the file
@@ -14,70 +15,20 @@ sequence): a row inserted later with a value at or below the mark is not picked 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from decimal import Decimal
 from typing import Any
 
+from blocks.watermark_values import from_json, kind_of, text_label, to_json
+
 STATE_KEY = "watermark"
-KINDS = ("int", "decimal", "float", "str", "date", "datetime", "timestamp")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
 def is_identifier(name: str) -> bool:
     """A plain (unquoted) SQL identifier: safe to splice into the wrapped query."""
     return bool(_IDENTIFIER.match(name))
-
-
-def kind_of(value: Any) -> str:
-    if isinstance(value, bool):
-        raise TypeError("a boolean column cannot be a watermark")
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, Decimal):
-        return "decimal"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, datetime):
-        return "timestamp" if value.tzinfo is not None else "datetime"
-    if isinstance(value, date):
-        return "date"
-    raise TypeError(f"values of type {type(value).__name__} cannot be a watermark")
-
-
-def to_json(value: Any, kind: str) -> Any:
-    if kind == "timestamp":
-        return value.astimezone(timezone.utc).isoformat()
-    if kind in ("datetime", "date"):
-        return value.isoformat()
-    if kind == "decimal":
-        return str(value)
-    return value
-
-
-def from_json(value: Any, kind: str) -> Any:
-    if kind == "int":
-        return int(value)
-    if kind == "decimal":
-        return Decimal(str(value))
-    if kind == "float":
-        return float(value)
-    if kind == "str":
-        return str(value)
-    if kind == "date":
-        return date.fromisoformat(value)
-    if kind == "datetime":
-        return datetime.fromisoformat(value).replace(tzinfo=None)
-    if kind == "timestamp":
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
-    raise ValueError(f"unknown watermark kind {kind!r}")
 
 
 def parse_initial(text: str) -> Any:
@@ -111,7 +62,7 @@ class Watermark:
         return {
             "column": self.column,
             "kind": self.kind,
-            "value": to_json(self.value, self.kind),
+            "value": to_json(self.value),
             "rows": rows,
             "extracted_at": datetime.now(timezone.utc).isoformat(),
         }
@@ -122,18 +73,7 @@ class Watermark:
 
     def label(self) -> str:
         """A file-name-friendly, deterministic rendering of the value."""
-        value, kind = self.value, self.kind
-        if kind == "timestamp":
-            return value.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        if kind == "datetime":
-            return value.strftime("%Y%m%dT%H%M%S.%f")
-        if kind == "date":
-            return value.strftime("%Y%m%d")
-        text = str(value)
-        safe = re.sub(r"[^A-Za-z0-9.+-]", "_", text)[:40]
-        if safe != text:  # lossy: keep names of different values apart
-            safe += "-" + hashlib.sha256(text.encode()).hexdigest()[:10]
-        return safe
+        return text_label(self.value)
 
 
 def larger(current: Any, value: Any) -> Any:
