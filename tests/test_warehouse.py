@@ -14,8 +14,6 @@ client against bqemulator. Faked seams, and why:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import uuid
 from datetime import date, datetime, timezone
@@ -37,6 +35,7 @@ from blocks.warehouse_query import WarehouseQueryError
 from blocks.warehouse_watermark import Watermark, parse_initial
 from flows.bigquery import ingest_bigquery
 from flows.snowflake import ingest_snowflake
+from tests.landed_rows import counts, landed, read_rows
 from tests.warehouse_servers import (  # noqa: F401
     BqEmulator,
     FakeSnow,
@@ -61,24 +60,6 @@ def run(flow, save_block, ledger: Ledger, queue: IngestionQueue, source, **param
         return_state=True,
         **params,
     )
-
-
-def counts(state) -> dict:
-    assert state.is_completed(), state.message
-    return state.result()
-
-
-def landed(ledger: Ledger, source_id: str) -> list[dict]:
-    rows = [r for r in ledger.recent_items(source_id, 1000) if r["status"] == "landed"]
-    return sorted(rows, key=lambda r: r["id"])
-
-
-def read_rows(path: str) -> list[dict]:
-    if path.endswith(".csv"):
-        return list(csv.DictReader(io.StringIO(Path(path).read_text())))
-    if path.endswith(".jsonl"):
-        return [json.loads(line) for line in Path(path).read_text().splitlines()]
-    return pq.read_table(path).to_pylist()
 
 
 def queued(ledger: Ledger) -> int:
