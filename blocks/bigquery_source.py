@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, time
-from decimal import Decimal
 from typing import Any
 
 from prefect_gcp.bigquery import BigQueryWarehouse
 from pydantic import Field
 
 from blocks.errors import ConfigError
-from blocks.warehouse_formats import Column
+from blocks.file_formats import Column
 from blocks.warehouse_query import QueryResult, WarehouseQueryError, WarehouseQuerySource, scrub
+from blocks.watermark_values import value_kind
 
 
 def arrow_type(schema_field: Any) -> Any:
@@ -49,29 +48,29 @@ def query_parameter(name: str, value: Any) -> Any:
     return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)
 
 
+# Python value kinds (blocks/watermark_values.py) -> BigQuery parameter types.
+_PARAMETER_TYPES = {
+    "bool": "BOOL",
+    "int": "INT64",
+    "float": "FLOAT64",
+    "decimal": "NUMERIC",
+    "timestamp": "TIMESTAMP",
+    "datetime": "DATETIME",
+    "date": "DATE",
+    "time": "TIME",
+    "bytes": "BYTES",
+}
+
+
 def _scalar_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, int):
-        return "INT64"
-    if isinstance(value, float):
-        return "FLOAT64"
-    if isinstance(value, Decimal):
-        return "NUMERIC"
-    if isinstance(value, datetime):
-        return "TIMESTAMP" if value.tzinfo is not None else "DATETIME"
-    if isinstance(value, date):
-        return "DATE"
-    if isinstance(value, time):
-        return "TIME"
-    if isinstance(value, bytes):
-        return "BYTES"
-    return "STRING"
+    return _PARAMETER_TYPES.get(value_kind(value) or "", "STRING")
 
 
 class BigQueryQuerySource(WarehouseQuerySource):
     """Exports the result of a BigQuery (GoogleSQL) query to a CSV, JSON Lines or Parquet
-    file each run, fully or incrementally above a watermark kept in the ledger.
+    file each run, fully or incrementally: past a watermark kept in the ledger, with a lag
+    window on time columns (`lag_seconds`) and `primary_key` for repeated values of other
+    columns.
 
     Placeholders are named query parameters: `WHERE region = @region` with
     `parameters={"region": "EU"}` (typed from the value: text, integer, float, boolean,
@@ -82,8 +81,8 @@ class BigQueryQuerySource(WarehouseQuerySource):
     _block_type_name = "BigQuery Query Source"
     _block_type_slug = "bigquery-query-source"
     _description = (
-        "Export a BigQuery query (named parameters, optional incremental watermark) to "
-        "CSV, JSON Lines or Parquet, landed exactly once."
+        "Export a BigQuery query (named parameters, optional incremental watermark with a "
+        "lag window) to CSV, JSON Lines or Parquet, landed exactly once."
     )
     _documentation_url = "https://cloud.google.com/bigquery/docs/parameterized-queries"
 
@@ -206,14 +205,14 @@ class BigQueryQuerySource(WarehouseQuerySource):
                 raise self._error(exc) from None
             yield chunk
 
-    def _probe(self, sql: str, params: dict[str, Any]) -> list[str]:
+    def _probe(self, sql: str, params: dict[str, Any]) -> list[Column]:
         client = self.client()
         try:
             # A dry run compiles the query and resolves its tables, reading (and billing)
             # nothing; a SELECT 1 first tells bad credentials from a bad query.
             client.query("SELECT 1", job_config=self._job_config({}, dry_run=True))
             job = client.query(sql, job_config=self._job_config(params, dry_run=True))
-            return [f.name for f in job.schema or []]
+            return [Column(f.name, arrow_type(f)) for f in job.schema or []]
         except Exception as exc:
             raise self._error(exc) from None
         finally:

@@ -10,7 +10,7 @@ from prefect_snowflake import SnowflakeConnector
 from pydantic import Field
 
 from blocks.errors import ConfigError
-from blocks.warehouse_formats import Column
+from blocks.file_formats import Column
 from blocks.warehouse_query import QueryResult, WarehouseQueryError, WarehouseQuerySource, scrub
 
 # Snowflake error numbers that mean "the login was refused" (wrong password, locked or
@@ -47,7 +47,8 @@ def arrow_type(meta: Any) -> tuple[Any, bool]:
 
 class SnowflakeQuerySource(WarehouseQuerySource):
     """Exports the result of a Snowflake query to a CSV, JSON Lines or Parquet file each
-    run, fully or incrementally above a watermark kept in the ledger.
+    run, fully or incrementally: past a watermark kept in the ledger, with a lag window on
+    time columns (`lag_seconds`) and `primary_key` for repeated values of other columns.
 
     Placeholders are the connector's pyformat: `WHERE region = %(region)s` with
     `parameters={"region": "EU"}` (values are escaped by the connector, never spliced by
@@ -58,8 +59,8 @@ class SnowflakeQuerySource(WarehouseQuerySource):
     _block_type_name = "Snowflake Query Source"
     _block_type_slug = "snowflake-query-source"
     _description = (
-        "Export a Snowflake query (bound parameters, optional incremental watermark) to "
-        "CSV, JSON Lines or Parquet, landed exactly once."
+        "Export a Snowflake query (bound parameters, optional incremental watermark with a "
+        "lag window) to CSV, JSON Lines or Parquet, landed exactly once."
     )
     _documentation_url = (
         "https://docs.snowflake.com/en/developer-guide/python-connector/python-connector-api"
@@ -215,7 +216,7 @@ class SnowflakeQuerySource(WarehouseQuerySource):
                 return
             yield [tuple(r) for r in rows]
 
-    def _probe(self, sql: str, params: dict[str, Any]) -> list[str]:
+    def _probe(self, sql: str, params: dict[str, Any]) -> list[Column]:
         conn = self.connect()
         try:
             cur = conn.cursor()
@@ -223,7 +224,7 @@ class SnowflakeQuerySource(WarehouseQuerySource):
                 cur.execute(f"SELECT * FROM (\n{sql}\n) AS ingest_probe LIMIT 0", params or None)
             except Exception as exc:
                 raise self._query_error(exc) from None
-            return [m.name for m in cur.description]
+            return [Column(m.name, *arrow_type(m)) for m in cur.description]
         finally:
             try:
                 conn.close()

@@ -15,6 +15,7 @@
   source logs that.
 - `column_kind`: timestamp with or without time zone, integer, or other, from the DB-API
   cursor description (PostgreSQL type OIDs, MySQL field type codes).
+- `arrow_type`: the Arrow (Parquet) type of a result column, from the same description.
 """
 
 from __future__ import annotations
@@ -115,3 +116,61 @@ def still_open(
     _, current = clock_and_inflight(conn, dialect, True)
     now_open = set(current)
     return [s for s in sessions if s in now_open]
+
+
+# PostgreSQL type OIDs and MySQL FIELD_TYPE codes -> Arrow types. Anything else is written
+# as text, which is exact (numeric without a declared scale, uuid, json, intervals...).
+_PG_OIDS = {
+    16: "bool",
+    20: "int64",
+    21: "int16",
+    23: "int32",
+    26: "int64",
+    700: "float32",
+    701: "float64",
+    17: "binary",
+    1082: "date",
+    1114: "timestamp",
+    1184: "timestamptz",
+}
+_MYSQL_CODES = {
+    1: "int64",  # TINY (sign unknown from the code alone: widest safe type)
+    2: "int64",
+    3: "int64",
+    8: "int64",
+    9: "int64",
+    4: "float32",
+    5: "float64",
+    10: "date",
+    12: "timestamp",
+    7: "timestamptz",  # TIMESTAMP: stored in UTC, read with session time zone +00:00
+}
+
+
+def arrow_type(dialect: str, description: Sequence[Any]) -> Any:
+    """The Arrow type of one DB-API cursor description entry."""
+    import pyarrow as pa
+
+    code = description[1]
+    if dialect == "postgresql":
+        kind = _PG_OIDS.get(code)
+        if code == 1700:  # numeric(p, s): exact decimal when the scale is declared
+            precision, scale = description[4], description[5]
+            if precision and scale is not None and 0 < precision <= 38:
+                return pa.decimal128(precision, scale)
+    else:
+        kind = _MYSQL_CODES.get(code)
+        # DECIMAL, TEXT and BLOB codes do not say precision or charset reliably through
+        # pymysql: they are written as text (exact; blobs as \x<hex>).
+    return {
+        "bool": pa.bool_(),
+        "int16": pa.int16(),
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "binary": pa.binary(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us"),
+        "timestamptz": pa.timestamp("us", tz="UTC"),
+    }.get(kind, pa.string())

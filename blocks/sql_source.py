@@ -55,9 +55,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
+from blocks import file_formats as formats
 from blocks import sql_dialects as dialects
-from blocks import sql_formats as formats
 from blocks import sql_watermark as wm
+from blocks import watermark_values as values
 from blocks.errors import ConfigError, IngestError
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
 from blocks.timezones import check_timezone
@@ -519,7 +520,7 @@ class SqlSource(SourceBlock):
     def _bind(self, stored: Any) -> Any:
         """A stored watermark value of the incremental column, ready to bind."""
         if self.incremental_mode == "timestamp":
-            return self._to_db(wm.parse_utc(stored))
+            return self._to_db(values.parse_utc(stored))
         return int(stored)
 
     def _key_columns(self) -> list[str]:
@@ -536,7 +537,7 @@ class SqlSource(SourceBlock):
         ext = formats.EXTENSIONS[self.output_format]
         if self._backfill is not None:
             start, end = self._backfill
-            name = f"{self.file_base}/backfill-{wm.stamp(start)}-{wm.stamp(end)}.{ext}"
+            name = f"{self.file_base}/backfill-{values.stamp(start)}-{values.stamp(end)}.{ext}"
             yield Candidate(name=name, ref=Window("backfill", backfill=(start, end)))
             return
         if self.incremental_mode == "none":
@@ -547,7 +548,7 @@ class SqlSource(SourceBlock):
         upper = self._timestamp_upper(prep) if self.incremental_mode == "timestamp" else None
         if self.incremental_mode == "timestamp":
             floor = lower and (lower.get("below") or lower.get("through") or lower.get("start"))
-            if floor is not None and wm.parse_utc(floor) >= upper:
+            if floor is not None and values.parse_utc(floor) >= upper:
                 _logger().info("%s: no settled rows past the watermark yet", self.source_id)
                 return
         else:
@@ -695,8 +696,8 @@ class SqlSource(SourceBlock):
             first = last_key[0]  # type: ignore[index]
             if self.incremental_mode == "timestamp":
                 first = self._from_db(first)
-            state["through"] = wm.to_json_value(first)
-            state["pk"] = [wm.to_json_value(v) for v in last_key[1:]]  # type: ignore[index]
+            state["through"] = values.to_json(first)
+            state["pk"] = [values.to_json(v) for v in last_key[1:]]  # type: ignore[index]
         elif self.incremental_mode == "timestamp":
             state["below"] = window.upper.isoformat()
         else:
@@ -704,12 +705,13 @@ class SqlSource(SourceBlock):
         return state
 
     def _make_writer(self, out: BinaryIO, prep: _Prepared) -> formats.RowWriter:
-        if self.output_format == "csv":
-            return formats.CsvWriter(out, prep.names)
-        if self.output_format == "jsonl":
-            return formats.JsonlWriter(out, prep.names)
-        types = [formats.arrow_type(prep.dialect, d) for d in prep.descriptions]
-        return formats.ParquetWriter(out, prep.names, types)
+        """Values are written as PostgreSQL's COPY writes them (the fast path agrees)."""
+        parquet = self.output_format == "parquet"  # pyarrow is only needed for Parquet
+        columns = [
+            formats.Column(name, dialects.arrow_type(prep.dialect, d) if parquet else None)
+            for name, d in zip(prep.names, prep.descriptions, strict=True)
+        ]
+        return formats.make_writer(self.output_format, out, columns, formats.POSTGRES)
 
     @contextmanager
     def _reader(self) -> Iterator[Callable[[], Any]]:

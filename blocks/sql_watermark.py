@@ -14,40 +14,21 @@ The state (JSON, ledger key `watermark`) is one of:
 Each also keeps `mode`, `column` and `key` (the keyset columns) so a changed block
 configuration is detected instead of silently misread, plus `rows`, `more` (the run
 stopped at `max_rows_per_file`; the flow extracts again) and `extracted_at`.
-Timestamps are stored as ISO 8601 in UTC with an explicit offset.
+Values are stored by `blocks/watermark_values.py` (timestamps as ISO 8601 in UTC with an
+explicit offset), as the warehouse sources store theirs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_
 
+from blocks.watermark_values import parse_utc, stamp
+
 STATE_KEY = "watermark"
-
-
-def to_json_value(value: Any) -> Any:
-    """A key value as stored in the state (exact, JSON-able)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if value is None or isinstance(value, (int, float, str, bool)):
-        return value
-    return str(value)
-
-
-def parse_utc(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
-def stamp(value: datetime) -> str:
-    """A file-name-friendly UTC timestamp."""
-    return value.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def label(position: dict[str, Any] | None, mode: str) -> str:

@@ -7,14 +7,22 @@ CSV, JSON Lines or Parquet, streamed chunk by chunk into the pipeline's staging 
   `<file_name>.<ext>` (`file_name` takes date templates, default `export_{date:%Y%m%d}`).
   A rerun with the same content is dropped by the pipeline's content-SHA256 dedupe.
 - Incremental mode: the query is wrapped as
-  `SELECT * FROM (<query>) AS ingest_q WHERE ingest_q.<col> > <watermark> ORDER BY ...`
-  and the file is named `<file_name>_after-<watermark>.<ext>` (`_initial` on the first
-  run). `fetch` returns the new watermark (the largest value exported) and the pipeline
-  writes it in the same transaction as the file's ledger row: it advances only after the
-  file is recorded. See `blocks/warehouse_watermark.py`.
-- An empty result lands nothing (`SkipItem`); the watermark stays where it is.
+  `SELECT * FROM (<query>) AS ingest_q WHERE <window on ingest_q.C> ORDER BY C[, key...]`
+  with the window's bounds bound as parameters, never spliced. Time columns get a
+  half-open window `[previous bound, warehouse clock - lag_seconds)` fixed when the run
+  starts, so rows sharing the boundary value and rows committed late (within the lag) are
+  not lost; number and text columns continue above the largest value delivered, and with
+  `primary_key` also take later rows sharing that value. See
+  `blocks/warehouse_watermark.py` for the rules and what is not caught.
+  The file is named `<file_name>_<window label>.<ext>` (`_initial` on the first run,
+  `_from-<bound>` for a time window, `_after-<value>` above a value). `fetch` returns the
+  new watermark and the pipeline writes it in the same transaction as the file's ledger
+  row: it advances only after the file is recorded.
+- An empty result lands nothing (`SkipItem`); a time window's bound still advances (there
+  was nothing below it to deliver), a value watermark stays where it is.
 
-Subclasses give the placeholder syntax, a streaming executor and error translation.
+Subclasses give the placeholder syntax, a streaming executor, a zero-row probe of the
+result's columns and error translation.
 """
 
 from __future__ import annotations
@@ -24,26 +32,35 @@ from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, BinaryIO
+from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from blocks.date_templates import render_date_template
 from blocks.errors import ConfigError, IngestError
+from blocks.file_formats import EXTENSIONS, Column, OutputFormat, make_writer
 from blocks.naming import safe_relative_name
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
-from blocks.warehouse_formats import EXTENSIONS, Column, OutputFormat, make_writer
+from blocks.timezones import check_timezone
 from blocks.warehouse_watermark import (
     STATE_KEY,
-    Watermark,
+    TIME_KINDS,
+    Position,
+    Progress,
+    Window,
+    check_settings,
+    column_kind,
+    empty_state,
+    initial_value,
     is_identifier,
-    kind_of,
-    larger,
-    parse_initial,
+    stored_position,
+    upper_bound,
 )
 
 WATERMARK_PARAM = "ingest_watermark"
+UPPER_PARAM = "ingest_upper"
 SUBQUERY_ALIAS = "ingest_q"
 
 
@@ -57,7 +74,7 @@ class WarehouseQueryError(IngestError):
 class QueryPlan:
     """What discover decided for the one candidate of a run."""
 
-    watermark: Watermark | None
+    window: Window | None
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,7 +115,7 @@ class WarehouseQuerySource(SourceBlock):
         default=None,
         description=(
             "Column of the result that grows for new rows (load timestamp, sequence). When "
-            "set, each run exports only rows above the watermark kept in the ledger."
+            "set, each run exports only the rows past the watermark kept in the ledger."
         ),
     )
     initial_watermark: str | None = Field(
@@ -108,6 +125,30 @@ class WarehouseQuerySource(SourceBlock):
             "date-time, or text. Empty: the first run exports every row."
         ),
     )
+    lag_seconds: float = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Time columns (TIMESTAMP, DATETIME, DATE): leave rows stamped in the last N "
+            "seconds of the warehouse clock for the next run, so rows committed late with "
+            "older values are still exported. Rows visible later than that are not."
+        ),
+    )
+    primary_key: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Number or text incremental column: result column(s) that identify a row, so "
+            "rows arriving later with the same value as the last export are still taken "
+            "(each once). Also orders rows within one value."
+        ),
+    )
+    timestamp_timezone: str = Field(
+        default="UTC",
+        description=(
+            "IANA zone of the wall-clock values in naive time columns (Snowflake "
+            "TIMESTAMP_NTZ, BigQuery DATETIME, DATE) for the lag window's bound."
+        ),
+    )
     output_format: OutputFormat = Field(
         default="csv", description="File format of the export: csv, jsonl or parquet."
     )
@@ -115,7 +156,7 @@ class WarehouseQuerySource(SourceBlock):
         default="export_{date:%Y%m%d}",
         description=(
             "Name of the exported file without extension; date templates allowed. "
-            "Incremental runs append '_after-<watermark>'."
+            "Incremental runs append the window's start, e.g. '_after-<watermark>'."
         ),
     )
     chunk_size: int = Field(
@@ -124,6 +165,11 @@ class WarehouseQuerySource(SourceBlock):
         le=1_000_000,
         description="Rows fetched and written at a time (bounds memory).",
     )
+
+    @field_validator("timestamp_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return check_timezone(value)
 
     # ----------------------------------------------------------------- subclass hooks
     @property
@@ -140,8 +186,8 @@ class WarehouseQuerySource(SourceBlock):
         `WarehouseQueryError`)."""
 
     @abstractmethod
-    def _probe(self, sql: str, params: dict[str, Any]) -> list[str]:
-        """Check credentials and the query without reading rows; return column names."""
+    def _probe(self, sql: str, params: dict[str, Any]) -> list[Column]:
+        """Check credentials and the query without reading rows; return its columns."""
 
     # ----------------------------------------------------------------- configuration
     def preflight(self) -> None:
@@ -154,18 +200,27 @@ class WarehouseQuerySource(SourceBlock):
                 f"{label}.incremental_column",
                 f"{col!r} is not a plain column name (letters, digits, '_', '$')",
             )
-        if self.initial_watermark is not None and col is None:
-            raise ConfigError(f"{label}.initial_watermark", "needs incremental_column")
+        for fld in ("initial_watermark", "primary_key", "lag_seconds"):
+            if getattr(self, fld) and col is None:
+                raise ConfigError(f"{label}.{fld}", "needs incremental_column")
+        keys = self.primary_key
+        bad = [k for k in keys if not is_identifier(k)]
+        if bad or len({k.lower() for k in keys}) != len(keys):
+            raise ConfigError(f"{label}.primary_key", f"bad or repeated column names {keys}")
         for key in self.parameters:
             if not is_identifier(key):
                 raise ConfigError(f"{label}.parameters", f"{key!r} is not a parameter name")
-            if key == WATERMARK_PARAM:
+            if key in (WATERMARK_PARAM, UPPER_PARAM):
                 raise ConfigError(f"{label}.parameters", f"{key!r} is reserved")
         try:
             name = self.file_base(self.today())
             safe_relative_name(name + ".x")
         except ValueError as exc:
             raise ConfigError(f"{label}.file_name", str(exc)) from exc
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timestamp_timezone)
 
     def base_query(self) -> str:
         return self.query.strip().rstrip(";").strip()
@@ -185,123 +240,167 @@ class WarehouseQuerySource(SourceBlock):
         return out
 
     def build_query(
-        self, watermark: Watermark | None, parameters: Mapping[str, Any]
+        self, window: Window | None, parameters: Mapping[str, Any]
     ) -> tuple[str, dict[str, Any]]:
-        """The SQL to run and its parameters (the watermark bound, never spliced)."""
+        """The SQL to run and its parameters (the window's bounds bound, never spliced).
+        Without a window: every row with a value, unordered (the zero-row probe)."""
         sql = self.base_query()
         params = dict(parameters)
         col = self.incremental_column
         if col is None:
             return sql, params
         ref = f"{SUBQUERY_ALIAS}.{col}"
-        if watermark is None:
-            where = f"{ref} IS NOT NULL"
-        else:
-            where = f"{ref} > {self._placeholder(WATERMARK_PARAM)}"
-            params[WATERMARK_PARAM] = watermark.value
-        wrapped = f"SELECT * FROM (\n{sql}\n) AS {SUBQUERY_ALIAS} WHERE {where} ORDER BY {ref}"
+        where = []
+        lower = window.lower if window is not None else None
+        if lower is not None and lower.value is not None:
+            op = ">=" if lower.inclusive else ">"
+            where.append(f"{ref} {op} {self._placeholder(WATERMARK_PARAM)}")
+            params[WATERMARK_PARAM] = lower.value
+        if window is not None and window.upper is not None:
+            where.append(f"{ref} < {self._placeholder(UPPER_PARAM)}")
+            params[UPPER_PARAM] = window.upper
+        if not where:
+            where.append(f"{ref} IS NOT NULL")
+        wrapped = f"SELECT * FROM (\n{sql}\n) AS {SUBQUERY_ALIAS} WHERE {' AND '.join(where)}"
+        if window is not None:
+            keys = [f"{SUBQUERY_ALIAS}.{k}" for k in self.primary_key]
+            wrapped += " ORDER BY " + ", ".join([ref, *keys])
         return wrapped, params
 
-    def current_watermark(self, state: Any) -> Watermark | None:
-        """The watermark to start from: the ledger's, else `initial_watermark`."""
-        col = self.incremental_column
-        if col is None:
-            return None
-        field_ = f"{self._label}.incremental_column"
+    # ----------------------------------------------------------------- the window
+    def plan_window(self, state: Any, day: date) -> Window | None:
+        """This run's window: from the ledger state (else `initial_watermark`), up to the
+        warehouse clock minus `lag_seconds` for time columns. None: nothing can be due yet
+        (the bound has not moved past the stored one)."""
         if state:
-            try:
-                mark = Watermark.from_state(state)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(
-                    field_, f"the ledger's watermark state is unreadable ({exc}): {state!r}"
-                ) from exc
-            if mark.column.lower() != col.lower():
-                raise ConfigError(
-                    field_,
-                    f"the ledger's watermark is for column {mark.column!r}, not {col!r}; "
-                    "reset the source's 'watermark' state or use a new source_id",
-                )
-            return mark
-        if self.initial_watermark:
-            return Watermark(col, parse_initial(self.initial_watermark))
-        return None
+            lower = stored_position(state, self._label, self.incremental_column, self.primary_key)
+        else:
+            lower = self._first_position(
+                self._probe(*self.build_query(None, self.rendered_parameters(day)))
+            )
+        self._check_fit(lower.kind)
+        upper = None
+        if lower.kind in TIME_KINDS:
+            upper = upper_bound(self._warehouse_now(), self.lag_seconds, lower.kind, self.zone)
+            if lower.value is not None and lower.value >= upper:
+                return None
+        return Window(lower, upper, tuple(self.primary_key))
+
+    def _first_position(self, columns: list[Column]) -> Position:
+        """No state yet: the column's kind from the probed result columns, then where
+        `initial_watermark` says."""
+        col = self.incremental_column
+        column = columns[self._column_indexes(columns)[0]]
+        try:
+            kind = column_kind(column)
+        except ValueError as exc:
+            raise ConfigError(f"{self._label}.incremental_column", str(exc)) from exc
+        if not self.initial_watermark:
+            return Position(col, kind)  # type: ignore[arg-type]
+        try:
+            value = initial_value(self.initial_watermark, kind, self.zone)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{self._label}.initial_watermark", f"does not fit a {kind} column: {exc}"
+            ) from exc
+        return Position(col, kind, value)  # type: ignore[arg-type]
+
+    def _check_fit(self, kind: str) -> None:
+        check_settings(kind, self._label, self.primary_key, self.lag_seconds)
+
+    def _warehouse_now(self) -> datetime:
+        """The warehouse clock (`CURRENT_TIMESTAMP()`), the base of a time window's bound."""
+        with self._execute("SELECT CURRENT_TIMESTAMP() AS ingest_now", {}) as result:
+            rows = [row for chunk in result.chunks for row in chunk]
+        if not rows or not isinstance(rows[0][0], datetime):
+            raise WarehouseQueryError(f"{self._label}: CURRENT_TIMESTAMP() returned {rows!r}")
+        return rows[0][0]
 
     # ----------------------------------------------------------------- pipeline hooks
     def discover(self, ctx: DiscoverContext) -> Iterable[Candidate]:
-        mark = self.current_watermark(ctx.get_state(STATE_KEY) if self.incremental_column else None)
-        name = self.file_base(ctx.partition_date)
+        day = ctx.partition_date
+        name = self.file_base(day)
+        window = None
         if self.incremental_column:
-            name += f"_after-{mark.label()}" if mark is not None else "_initial"
+            window = self.plan_window(ctx.get_state(STATE_KEY), day)
+            if window is None:
+                _logger().info(
+                    "%s: the window's bound has not moved past the watermark yet",
+                    self.source_id,
+                )
+                return []
+            name += "_" + window.lower.label()
         name += "." + EXTENSIONS[self.output_format]
-        plan = QueryPlan(mark, self.rendered_parameters(ctx.partition_date))
-        return [Candidate(name=name, ref=plan)]
+        return [Candidate(name=name, ref=QueryPlan(window, self.rendered_parameters(day)))]
 
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         plan: QueryPlan = candidate.ref
-        sql, params = self.build_query(plan.watermark, plan.parameters)
+        window = plan.window
+        sql, params = self.build_query(window, plan.parameters)
         log = _logger()
-        col = self.incremental_column
         with self._execute(sql, params) as result:
-            index = self._column_index(result.columns)
+            progress = None
+            if window is not None:
+                progress = Progress(window, *self._column_indexes(result.columns))
             writer = make_writer(self.output_format, out, result.columns)
-            top: Any = None
             chunks = 0
             for chunk in result.chunks:
+                if progress is not None:
+                    chunk = progress.take(chunk)
                 if not chunk:
                     continue
                 writer.write(chunk)
                 chunks += 1
-                if index is not None:
-                    for row in chunk:
-                        top = larger(top, row[index])
             if writer.rows == 0:
-                since = f" above {col} = {plan.watermark.value!r}" if plan.watermark else ""
-                raise SkipItem(f"the query returned no rows{since}")
+                where = f" in {window.describe()}" if window is not None else ""
+                raise SkipItem(f"the query returned no new rows{where}", state=empty_state(window))
             writer.close()
         log.info("%s: exported %d row(s) in %d chunk(s)", candidate.name, writer.rows, chunks)
-        if col is None:
+        if progress is None:
             return None
-        if top is None:  # every exported row had NULL there: cannot happen (IS NOT NULL)
-            raise IngestError(f"{candidate.name}: no value of {col} to move the watermark to")
+        if progress.dropped:
+            log.info("%s: %d row(s) already delivered", candidate.name, progress.dropped)
         try:
-            kind_of(top)
+            state = progress.state(writer.rows)
         except TypeError as exc:
             raise ConfigError(f"{self._label}.incremental_column", str(exc)) from exc
-        new = Watermark(col, top)
-        log.info(
-            "%s: watermark %s -> %s", self.source_id, plan.watermark and plan.watermark.value, top
-        )
-        return {STATE_KEY: new.to_state(writer.rows)}
+        log.info("%s: watermark -> %s", self.source_id, state.get("below", state.get("value")))
+        return {STATE_KEY: state}
 
-    def _column_index(self, columns: list[Column]) -> int | None:
-        col = self.incremental_column
-        if col is None:
-            return None
-        for i, c in enumerate(columns):
-            if c.name.lower() == col.lower():
-                return i
-        raise ConfigError(
-            f"{self._label}.incremental_column",
-            f"{col!r} is not a column of the query's result ({', '.join(c.name for c in columns)})",
-        )
+    def _column_indexes(self, columns: list[Column]) -> tuple[int, list[int]]:
+        """Where the incremental column and the key columns are in the result;
+        ConfigError naming the field if one is missing."""
+        lowered = [c.name.lower() for c in columns]
+        found = []
+        for fld, names in (
+            ("incremental_column", [self.incremental_column or ""]),
+            ("primary_key", self.primary_key),
+        ):
+            for name in names:
+                if name.lower() not in lowered:
+                    raise ConfigError(
+                        f"{self._label}.{fld}",
+                        f"{name!r} is not a column of the query's result "
+                        f"({', '.join(c.name for c in columns)})",
+                    )
+                found.append(lowered.index(name.lower()))
+        return found[0], found[1:]
 
     # ----------------------------------------------------------------- operator check
     def test_connection(self, day: date | None = None) -> dict[str, Any]:
         """Log in, and check the query compiles and its tables exist, reading no rows.
 
         Returns `{"ok": True, "columns": [...]}`; raises `ConfigError` naming the field at
-        fault (credentials, query, incremental_column) or `WarehouseQueryError`.
+        fault (credentials, query, incremental_column, primary_key, lag_seconds) or
+        `WarehouseQueryError`.
         """
         self.preflight()
         day = day or self.today()
-        mark = None
-        if self.incremental_column and self.initial_watermark:
-            mark = Watermark(self.incremental_column, parse_initial(self.initial_watermark))
-        sql, params = self.build_query(mark, self.rendered_parameters(day))
-        names = self._probe(sql, params)
+        sql, params = self.build_query(None, self.rendered_parameters(day))
+        columns = self._probe(sql, params)
         if self.incremental_column:
-            self._column_index([Column(n) for n in names])
-        return {"ok": True, "source_id": self.source_id, "columns": names}
+            self._check_fit(self._first_position(columns).kind)
+        return {"ok": True, "source_id": self.source_id, "columns": [c.name for c in columns]}
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:

@@ -8,7 +8,7 @@ from flows.source_flow import source_flow
 ingest_bigquery = source_flow(
     BigQueryQuerySource,
     "ingest-bigquery",
-    "Export a BigQuery query (all rows, or the rows above the ledger's watermark) to "
-    "CSV/JSONL/Parquet, land it, enqueue it and record it; the watermark moves only with "
-    "the recorded file.",
+    "Export a BigQuery query (all rows, or the rows past the ledger's watermark, behind a "
+    "lag window on time columns) to CSV/JSONL/Parquet, land it, enqueue it and record it; "
+    "the watermark moves only with the recorded file.",
 )

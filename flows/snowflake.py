@@ -8,7 +8,7 @@ from flows.source_flow import source_flow
 ingest_snowflake = source_flow(
     SnowflakeQuerySource,
     "ingest-snowflake",
-    "Export a Snowflake query (all rows, or the rows above the ledger's watermark) to "
-    "CSV/JSONL/Parquet, land it, enqueue it and record it; the watermark moves only with "
-    "the recorded file.",
+    "Export a Snowflake query (all rows, or the rows past the ledger's watermark, behind a "
+    "lag window on time columns) to CSV/JSONL/Parquet, land it, enqueue it and record it; "
+    "the watermark moves only with the recorded file.",
 )

@@ -10,7 +10,9 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -32,6 +34,9 @@ REQUIRE_SERVERS = os.environ.get("INGEST_REQUIRE_SERVERS") == "1"
 PG_HOST = os.environ.get("INGEST_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("INGEST_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("INGEST_TEST_PG_USER", "postgres")
+MY_HOST = os.environ.get("INGEST_TEST_MYSQL_HOST", "127.0.0.1")
+MY_PORT = int(os.environ.get("INGEST_TEST_MYSQL_PORT", "3306"))
+MY_USER = os.environ.get("INGEST_TEST_MYSQL_USER", "root")
 
 
 def server_missing(what: str, why: str) -> None:
@@ -48,21 +53,39 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A throwaway database on the real PostgreSQL server, dropped at the end."""
-    admin_url = f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
-    name = f"ingest_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def throwaway_database(kind: Literal["postgres", "mariadb"], prefix: str) -> Iterator[str]:
+    """Create a database with a unique name on the real PostgreSQL or MariaDB server
+    (127.0.0.1), yield its name, drop it at the end. A server that is down:
+    `server_missing` (skip locally, fail with INGEST_REQUIRE_SERVERS=1)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    if kind == "postgres":
+        where = f"PostgreSQL at {PG_HOST}:{PG_PORT}"
+        admin_url = f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
+        create, drop = f'CREATE DATABASE "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    else:
+        where = f"MariaDB at {MY_HOST}:{MY_PORT}"
+        admin_url = f"mysql+pymysql://{MY_USER}@{MY_HOST}:{MY_PORT}/"
+        create, drop = f"CREATE DATABASE `{name}`", f"DROP DATABASE IF EXISTS `{name}`"
     try:
         admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(create))
     except Exception as exc:
-        server_missing(f"PostgreSQL at {PG_HOST}:{PG_PORT}", str(exc).splitlines()[0])
-    yield name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        server_missing(where, str(exc).splitlines()[0])
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(drop))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A throwaway database on the real PostgreSQL server, dropped at the end."""
+    with throwaway_database("postgres", "ingest_test") as name:
+        yield name
 
 
 def pg_connector(database: str) -> SqlAlchemyConnector:

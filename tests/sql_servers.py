@@ -1,13 +1,11 @@
 """Throwaway source databases on the real PostgreSQL and MariaDB servers (127.0.0.1).
 
 Each fixture creates its own database and drops it at the end. A server that is down
-skips (locally) or fails (INGEST_REQUIRE_SERVERS=1) through `server_missing`.
+skips (locally) or fails (INGEST_REQUIRE_SERVERS=1): `tests.conftest.throwaway_database`.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,11 +13,15 @@ import pytest
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 from sqlalchemy import Engine, create_engine, text
 
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, server_missing
-
-MY_HOST = os.environ.get("INGEST_TEST_MYSQL_HOST", "127.0.0.1")
-MY_PORT = int(os.environ.get("INGEST_TEST_MYSQL_PORT", "3306"))
-MY_USER = os.environ.get("INGEST_TEST_MYSQL_USER", "root")
+from tests.conftest import (
+    MY_HOST,
+    MY_PORT,
+    MY_USER,
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    throwaway_database,
+)
 
 
 @dataclass
@@ -54,34 +56,15 @@ class SourceDb:
 
 @pytest.fixture(scope="module")
 def pg_source() -> Iterator[SourceDb]:
-    name = f"sqlsrc_{uuid.uuid4().hex[:10]}"
-    admin_url = f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres"
-    try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        server_missing(f"PostgreSQL at {PG_HOST}:{PG_PORT}", str(exc).splitlines()[0])
-    engine = create_engine(f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}")
-    yield SourceDb("postgres", name, engine)
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_database("postgres", "sqlsrc") as name:
+        engine = create_engine(f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}")
+        yield SourceDb("postgres", name, engine)
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")
 def my_source() -> Iterator[SourceDb]:
-    name = f"sqlsrc_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = create_engine(f"mysql+pymysql://{MY_USER}@{MY_HOST}:{MY_PORT}/")
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}`"))
-    except Exception as exc:
-        server_missing(f"MariaDB at {MY_HOST}:{MY_PORT}", str(exc).splitlines()[0])
-    engine = create_engine(f"mysql+pymysql://{MY_USER}@{MY_HOST}:{MY_PORT}/{name}")
-    yield SourceDb("mariadb", name, engine)
-    engine.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
+    with throwaway_database("mariadb", "sqlsrc") as name:
+        engine = create_engine(f"mysql+pymysql://{MY_USER}@{MY_HOST}:{MY_PORT}/{name}")
+        yield SourceDb("mariadb", name, engine)
+        engine.dispose()

@@ -7,12 +7,8 @@ the extraction and the ledger record.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -22,6 +18,7 @@ from blocks import IngestionQueue, Ledger, QueueConsumer
 from blocks.errors import ConfigError, LedgerError
 from blocks.sql_source import SqlSource
 from flows.sql import ingest_sql
+from tests.landed_rows import counts, delivered_ids, landed, read_rows
 from tests.sql_servers import SourceDb, my_source, pg_source  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -38,33 +35,6 @@ def run(save_block, ledger: Ledger, queue: IngestionQueue, source: SqlSource, **
         return_state=True,
         **params,
     )
-
-
-def counts(state) -> dict:
-    assert state.is_completed(), state.message
-    return state.result()
-
-
-def landed(ledger: Ledger, source_id: str) -> list[dict]:
-    """Landed ledger rows, oldest first."""
-    rows = [r for r in ledger.recent_items(source_id, 1000) if r["status"] == "landed"]
-    return sorted(rows, key=lambda r: r["id"])
-
-
-def read_rows(path: str) -> list[dict]:
-    if path.endswith(".csv"):
-        return list(csv.DictReader(io.StringIO(Path(path).read_text())))
-    if path.endswith(".jsonl"):
-        return [json.loads(line) for line in Path(path).read_text().splitlines()]
-    return pq.read_table(path).to_pylist()
-
-
-def delivered_ids(ledger: Ledger, source_id: str, key: str = "id") -> list[int]:
-    """Every id in every recorded file, in delivery order (duplicates kept)."""
-    out: list[int] = []
-    for row in landed(ledger, source_id):
-        out += [int(r[key]) for r in read_rows(row["landed_path"])]
-    return out
 
 
 def watermark(ledger: Ledger, source_id: str) -> dict | None:

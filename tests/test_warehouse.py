@@ -14,13 +14,17 @@ client against bqemulator. Faked seams, and why:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import time
 import uuid
-from datetime import date, datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,9 +38,18 @@ from blocks.errors import ConfigError, LedgerError
 from blocks.snowflake_source import SnowflakeQuerySource
 from blocks.source import DiscoverContext
 from blocks.warehouse_query import WarehouseQueryError
-from blocks.warehouse_watermark import Watermark, parse_initial
+from blocks.warehouse_watermark import (
+    Position,
+    Progress,
+    Window,
+    initial_value,
+    parse_initial,
+    upper_bound,
+)
+from blocks.watermark_values import from_json, kind_of, text_label, to_json
 from flows.bigquery import ingest_bigquery
 from flows.snowflake import ingest_snowflake
+from tests.landed_rows import counts, delivered_ids, landed, read_rows
 from tests.warehouse_servers import (  # noqa: F401
     BqEmulator,
     FakeSnow,
@@ -49,6 +62,7 @@ from tests.warehouse_servers import (  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 DAY = date(2026, 3, 14)
+UTC = timezone.utc
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -61,24 +75,6 @@ def run(flow, save_block, ledger: Ledger, queue: IngestionQueue, source, **param
         return_state=True,
         **params,
     )
-
-
-def counts(state) -> dict:
-    assert state.is_completed(), state.message
-    return state.result()
-
-
-def landed(ledger: Ledger, source_id: str) -> list[dict]:
-    rows = [r for r in ledger.recent_items(source_id, 1000) if r["status"] == "landed"]
-    return sorted(rows, key=lambda r: r["id"])
-
-
-def read_rows(path: str) -> list[dict]:
-    if path.endswith(".csv"):
-        return list(csv.DictReader(io.StringIO(Path(path).read_text())))
-    if path.endswith(".jsonl"):
-        return [json.loads(line) for line in Path(path).read_text().splitlines()]
-    return pq.read_table(path).to_pylist()
 
 
 def queued(ledger: Ledger) -> int:
@@ -120,6 +116,17 @@ def sf_insert(server: FakeSnow, table: str, ids) -> None:
             for i in ids
         ],
     )
+
+
+def sf_now(server: FakeSnow) -> datetime:
+    """The server's clock as a naive UTC wall-clock time (as TIMESTAMP_NTZ values are)."""
+    conn = server.connect()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT CURRENT_TIMESTAMP()")
+        return cur.fetchone()[0].astimezone(timezone.utc).replace(tzinfo=None)
+    finally:
+        conn.close()
 
 
 def sf_source(server: FakeSnow, password: str | None = None, **fields) -> SnowflakeQuerySource:
@@ -220,7 +227,10 @@ def test_snowflake_multi_chunk_parquet_keeps_types(
     times = [r["LOADED_AT"] for r in table_rows]
     assert times == sorted(times)  # ordered by the incremental column
     mark = sqlite_ledger.get_state(source.source_id, "watermark")
-    assert (mark["kind"], mark["value"]) == ("datetime", max(times).isoformat())
+    # A time column: the next window starts at this run's bound (the warehouse clock, a
+    # naive UTC wall-clock time for TIMESTAMP_NTZ), not at the largest value exported.
+    assert mark["kind"] == "datetime" and "value" not in mark
+    assert max(times) < datetime.fromisoformat(mark["below"]) <= sf_now(fakesnow_server)
 
 
 def test_snowflake_watermark_moves_only_with_the_ledger_record(
@@ -314,6 +324,18 @@ def test_snowflake_test_connection_and_bad_credentials_hide_the_password(
         missing_col.test_connection()
     assert info.value.where == "SnowflakeQuerySource.query"  # the wrapped query cannot compile
 
+    for fields, where in [
+        ({"primary_key": ["NOPE"]}, ".primary_key"),  # not a column of the result
+        ({"lag_seconds": 60}, ".lag_seconds"),  # ID is a number: no clock bounds it
+        ({"initial_watermark": "abc"}, ".initial_watermark"),  # not an integer
+    ]:
+        misfit = sf_source(
+            fakesnow_server, query=f"SELECT ID FROM {table}", incremental_column="ID", **fields
+        )
+        with pytest.raises(ConfigError) as info:
+            misfit.test_connection()
+        assert info.value.where == "SnowflakeQuerySource" + where, info.value
+
 
 def offline_source(**fields) -> SnowflakeQuerySource:
     """A source block for checks that do no I/O (no server needed)."""
@@ -327,6 +349,14 @@ def test_preflight_names_the_field() -> None:
         ({"query": "SELECT 1", "initial_watermark": "5"}, ".initial_watermark"),
         ({"query": "SELECT 1", "parameters": {"ingest_watermark": 1}}, ".parameters"),
         ({"query": "SELECT 1", "parameters": {"a b": 1}}, ".parameters"),
+        ({"query": "SELECT 1", "parameters": {"ingest_upper": 1}}, ".parameters"),
+        ({"query": "SELECT 1", "lag_seconds": 60}, ".lag_seconds"),
+        ({"query": "SELECT 1", "primary_key": ["ID"]}, ".primary_key"),
+        ({"query": "SELECT 1", "incremental_column": "B", "primary_key": ["a b"]}, ".primary_key"),
+        (
+            {"query": "SELECT 1", "incremental_column": "B", "primary_key": ["x", "X"]},
+            ".primary_key",
+        ),
         ({"query": "SELECT 1", "file_name": "../escape_{date:%Y}"}, ".file_name"),
         ({"query": "SELECT 1", "file_name": "x_{date:%Y"}, ".file_name"),
     ]
@@ -344,30 +374,98 @@ def test_unreachable_snowflake_is_a_retryable_error_naming_the_account() -> None
     assert "unused" not in str(info.value)  # the password
 
 
-def test_watermark_state_and_labels() -> None:
+def test_watermark_values_round_trip_and_labels() -> None:
     assert parse_initial("42") == 42
     assert parse_initial("2026-01-02") == date(2026, 1, 2)
-    assert parse_initial("2026-01-02T03:04:05Z") == datetime(
-        2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc
-    )
+    assert parse_initial("2026-01-02T03:04:05Z") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert parse_initial("abc") == "abc"
-    for value in [7, Decimal("1.50"), "k", date(2026, 1, 2), datetime(2026, 1, 2, 3)]:
-        mark = Watermark("c", value)
-        assert Watermark.from_state(mark.to_state(1)) == mark
-    aware = Watermark("c", datetime(2026, 1, 2, 3, tzinfo=timezone.utc))
-    assert Watermark.from_state(aware.to_state(1)).value == aware.value
+    for value in [7, Decimal("1.50"), "k", 1.5, date(2026, 1, 2), datetime(2026, 1, 2, 3)]:
+        assert from_json(to_json(value), kind_of(value)) == value
+    paris = datetime(2026, 1, 2, 4, tzinfo=ZoneInfo("Europe/Paris"))
+    assert to_json(paris) == "2026-01-02T03:00:00+00:00"  # stored in UTC
+    assert from_json(to_json(paris), "timestamp") == paris
+    with pytest.raises(TypeError):
+        kind_of(True)
     # a text watermark never makes an unsafe file name, and distinct values stay distinct
-    assert Watermark("c", "a/../b").label() != Watermark("c", "a/.._b").label()
-    assert "/" not in Watermark("c", "a/../b").label()
+    assert Position("c", "str", "a/../b").label() != Position("c", "str", "a/.._b").label()
+    assert "/" not in Position("c", "str", "a/../b").label()
+
+
+def test_window_positions_read_from_the_state() -> None:
+    below = {"column": "TS", "kind": "timestamp", "below": "2026-01-02T03:00:00+00:00"}
+    start = Position.from_state(below)
+    assert (start.inclusive, start.label()) == (True, "from-20260102T030000.000000Z")
+    # a state written before the lag window: every row <= value was delivered
+    legacy = Position.from_state({"column": "TS", "kind": "datetime", "value": "2026-01-02T03:00"})
+    assert (legacy.value, legacy.inclusive) == (datetime(2026, 1, 2, 3), False)
+    assert legacy.label() == "after-20260102T030000.000000"
+    keyed = {"column": "B", "kind": "int", "value": 2, "key_columns": ["ID"], "keys": [[4], [3]]}
+    at = Position.from_state(keyed)
+    assert (at.value, at.inclusive, set(at.keys)) == (2, True, {(3,), (4,)})
+    reordered = Position.from_state({**keyed, "keys": [[3], [4]]})
+    assert at.label() == reordered.label() != Position("B", "int", 2).label() == "after-2"
+
+
+def test_time_window_bounds_follow_the_column_type() -> None:
+    now = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    paris = ZoneInfo("Europe/Paris")
+    assert upper_bound(now, 60, "timestamp", paris) == datetime(2026, 7, 1, 11, 59, tzinfo=UTC)
+    assert upper_bound(now, 60, "datetime", paris) == datetime(2026, 7, 1, 13, 59)  # wall clock
+    assert upper_bound(now, 13 * 3600, "date", paris) == date(2026, 7, 1)  # 01:00 in Paris
+    assert upper_bound(now, 13 * 3600, "date", UTC) == date(2026, 6, 30)
+    assert upper_bound(now.replace(tzinfo=None), 0, "timestamp", paris) == now  # naive is UTC
+    assert initial_value("2026-01-03 00:00", "timestamp", paris) == datetime(
+        2026, 1, 2, 23, 0, tzinfo=UTC
+    )
+    assert initial_value("2026-01-03", "datetime", UTC) == datetime(2026, 1, 3)
+    assert initial_value("5", "int", UTC) == 5
+    assert initial_value("2026-01-03", "str", UTC) == "2026-01-03"
+    for text, kind in [("abc", "int"), ("5", "timestamp")]:
+        with pytest.raises(ValueError):
+            initial_value(text, kind, UTC)
+
+
+def test_progress_drops_rows_already_delivered_at_the_boundary() -> None:
+    lower = Position("B", "int", 2, inclusive=True, keys=((3,),))
+    window = Window(lower, key_columns=("ID",))
+    progress = Progress(window, column=1, keys=[0])
+    assert progress.take([(3, 2), (5, 2), (6, 3)]) == [(5, 2), (6, 3)]
+    assert progress.take([(7, 3)]) == [(7, 3)]
+    state = progress.state(3)
+    assert (progress.dropped, state["value"], state["keys"]) == (1, 3, [[6], [7]])
+    # new rows only at the boundary value: the keys already delivered are kept
+    same = Progress(window, column=1, keys=[0])
+    assert same.take([(3, 2), (5, 2)]) == [(5, 2)]
+    assert same.state(1)["keys"] == [[3], [5]]
 
 
 def test_changed_incremental_column_is_refused(sqlite_ledger) -> None:
     source = offline_source(query="SELECT 1 AS B", incremental_column="B")
-    sqlite_ledger.set_state(source.source_id, "watermark", Watermark("A", 3).to_state(1))
+    state = {"column": "A", "kind": "int", "value": 3}
+    sqlite_ledger.set_state(source.source_id, "watermark", state)
     ctx = DiscoverContext(DAY, ledger=sqlite_ledger, source_id=source.source_id)
     with pytest.raises(ConfigError) as info:
         list(source.discover(ctx))
     assert "'A', not 'B'" in str(info.value)
+
+
+def test_settings_that_do_not_fit_the_column_are_refused_before_any_query(sqlite_ledger) -> None:
+    """The stored kind decides; the offline server would fail any query that was tried."""
+    ts = {"column": "C", "kind": "timestamp", "below": "2026-01-02T03:00:00+00:00"}
+    keyed = {"column": "C", "kind": "int", "value": 2, "key_columns": ["ID"], "keys": [[1]]}
+    cases = [
+        ({"lag_seconds": 60}, {"column": "C", "kind": "int", "value": 3}, ".lag_seconds"),
+        ({"primary_key": ["ID"]}, ts, ".primary_key"),
+        ({"primary_key": ["OTHER"]}, keyed, ".primary_key"),
+        ({}, keyed, ".primary_key"),  # dropping the key would re-deliver the boundary rows
+    ]
+    for fields, state, where in cases:
+        source = offline_source(query="SELECT 1 AS C", incremental_column="C", **fields)
+        sqlite_ledger.set_state(source.source_id, "watermark", state)
+        ctx = DiscoverContext(DAY, ledger=sqlite_ledger, source_id=source.source_id)
+        with pytest.raises(ConfigError) as info:
+            list(source.discover(ctx))
+        assert info.value.where.endswith(where), (fields, info.value)
 
 
 # ----------------------------------------------------------------------------- BigQuery
@@ -382,14 +480,28 @@ def bq_table(emu: BqEmulator, rows: int, start: int = 1) -> str:
     return table
 
 
-def bq_insert(emu: BqEmulator, table: str, ids) -> None:
-    values = ", ".join(
-        f"({i}, '{['EU', 'US', 'APAC'][i % 3]}', NUMERIC '{i}.5', "
-        f"TIMESTAMP '2026-02-{1 + i % 28:02d} 09:{i % 60:02d}:00+00', "
-        f"DATE '2026-02-{1 + i % 28:02d}', {str(i % 2 == 0).lower()})"
-        for i in ids
-    )
+def bq_insert(emu: BqEmulator, table: str, ids, loaded_at: str | None = None) -> None:
+    """Rows `ids`; `loaded_at` (SQL) defaults to a February 2026 time derived from the id."""
+
+    def row(i: int) -> str:
+        stamp = loaded_at or f"TIMESTAMP '2026-02-{1 + i % 28:02d} 09:{i % 60:02d}:00+00'"
+        return (
+            f"({i}, '{['EU', 'US', 'APAC'][i % 3]}', NUMERIC '{i}.5', {stamp}, "
+            f"DATE '2026-02-{1 + i % 28:02d}', {str(i % 2 == 0).lower()})"
+        )
+
+    values = ", ".join(row(i) for i in ids)
     emu.run(f"INSERT INTO {table} (id, region, amount, loaded_at, day, ok) VALUES {values}")
+
+
+def bq_now(emu: BqEmulator) -> datetime:
+    """The emulator's clock (what the source's time window is bounded by)."""
+    client = emu.client()
+    try:
+        (row,) = client.query("SELECT CURRENT_TIMESTAMP() AS now").result()
+        return row[0]
+    finally:
+        client.close()
 
 
 def bq_source(emu: BqEmulator, token_uri: str | None = None, **fields) -> BigQueryQuerySource:
@@ -447,9 +559,11 @@ def test_bigquery_incremental_timestamp_jsonl_and_empty_increment(
     )
     assert counts(run(ingest_bigquery, save_block, ledger, queue, source))["landed"] == 1
     mark = ledger.get_state(source.source_id, "watermark")
-    assert (mark["kind"], mark["value"]) == ("timestamp", "2026-02-11T09:10:00+00:00")
+    first_bound = datetime.fromisoformat(mark["below"])
+    assert mark["kind"] == "timestamp" and first_bound <= bq_now(bq_emulator)
 
-    bq_insert(bq_emulator, table, range(20, 23))  # later timestamps
+    # later timestamps: stamped by the warehouse clock after the first run's bound
+    bq_insert(bq_emulator, table, range(20, 23), loaded_at="CURRENT_TIMESTAMP()")
     assert counts(run(ingest_bigquery, save_block, ledger, queue, source))["landed"] == 1
     empty = counts(run(ingest_bigquery, save_block, ledger, queue, source))
     assert empty["landed"] == 0 and empty["skipped"] == 1
@@ -457,12 +571,14 @@ def test_bigquery_incremental_timestamp_jsonl_and_empty_increment(
     rows = landed(ledger, source.source_id)
     assert [r["name"] for r in rows] == [
         "orders_initial.jsonl",
-        "orders_after-20260211T091000.000000Z.jsonl",
+        f"orders_from-{first_bound.strftime('%Y%m%dT%H%M%S.%f')}Z.jsonl",
     ]
     second = read_rows(rows[1]["landed_path"])
     assert [r["id"] for r in second] == [20, 21, 22]
-    assert second[0] == {"id": 20, "loaded_at": "2026-02-21T09:20:00+00:00", "day": "2026-02-21"}
-    assert ledger.get_state(source.source_id, "watermark")["value"] == "2026-02-23T09:22:00+00:00"
+    assert sorted(second[0]) == ["day", "id", "loaded_at"]
+    assert datetime.fromisoformat(second[0]["loaded_at"]) >= first_bound
+    last = datetime.fromisoformat(ledger.get_state(source.source_id, "watermark")["below"])
+    assert last > max(datetime.fromisoformat(r["loaded_at"]) for r in second)
 
 
 @pytest.mark.usefixtures("anonymous_google")
@@ -526,3 +642,141 @@ def test_bigquery_refused_credentials_name_the_block_and_hide_the_key(
     assert state.is_failed() and "refused the credentials" in state.message
     secret_line = key.splitlines()[1]
     assert secret_line not in state.message and secret_line not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- both warehouses
+LAG = 4.0
+
+
+@dataclass
+class Events:
+    """A table EVENTS (ID, BATCH, LOADED_AT) in one emulator, its clock, and a source over it.
+
+    LOADED_AT is a Snowflake TIMESTAMP_NTZ (naive UTC wall-clock values) or a BigQuery
+    TIMESTAMP (aware values), so both kinds of time window run."""
+
+    flow: Any
+    table: str
+    add: Callable[[int, int, datetime], None]
+    now: Callable[[], datetime]
+    source: Callable[..., Any]
+
+
+def _snowflake_events(server: FakeSnow) -> Events:
+    table = "EVENTS_" + uuid.uuid4().hex[:8].upper()
+    server.run(f"CREATE TABLE {table} (ID INT, BATCH INT, LOADED_AT TIMESTAMP_NTZ)")
+
+    def add(i: int, batch: int, at: datetime) -> None:
+        server.run(
+            f"INSERT INTO {table} VALUES (%(i)s, %(b)s, %(at)s)",
+            rows=[{"i": i, "b": batch, "at": at}],
+        )
+
+    return Events(ingest_snowflake, table, add, lambda: sf_now(server), partial(sf_source, server))
+
+
+def _bigquery_events(emu: BqEmulator) -> Events:
+    from google.cloud import bigquery
+
+    table = f"{emu.dataset()}.EVENTS"
+    emu.run(f"CREATE TABLE {table} (ID INT64, BATCH INT64, LOADED_AT TIMESTAMP)")
+
+    def add(i: int, batch: int, at: datetime) -> None:
+        params = [
+            bigquery.ScalarQueryParameter("i", "INT64", i),
+            bigquery.ScalarQueryParameter("b", "INT64", batch),
+            bigquery.ScalarQueryParameter("at", "TIMESTAMP", at),
+        ]
+        client = emu.client()
+        try:
+            sql = f"INSERT INTO {table} (ID, BATCH, LOADED_AT) VALUES (@i, @b, @at)"
+            client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=params)).result()
+        finally:
+            client.close()
+
+    return Events(ingest_bigquery, table, add, lambda: bq_now(emu), partial(bq_source, emu))
+
+
+@pytest.fixture(params=["snowflake", "bigquery"])
+def events(request) -> Events:
+    if request.param == "snowflake":
+        return _snowflake_events(request.getfixturevalue("fakesnow_server"))
+    request.getfixturevalue("anonymous_google")
+    return _bigquery_events(request.getfixturevalue("bq_emulator"))
+
+
+def wait_for_clock(events: Events, target: datetime, timeout: float = 30) -> None:
+    """Sleep until the warehouse clock passes `target`."""
+    deadline = time.monotonic() + timeout
+    while events.now() <= target:
+        assert time.monotonic() < deadline, f"the warehouse clock did not reach {target}"
+        time.sleep(0.25)
+
+
+def test_time_window_takes_boundary_and_late_rows_once(save_block, ledger, queue, events) -> None:
+    """Rows with the watermark's own value and rows committed late inside the lag window
+    are delivered by the next run exactly once; a row committed after its value fell
+    below a delivered window is not (documented); a future row waits for the clock."""
+    now = events.now()
+    for i in (1, 2, 3):
+        events.add(i, 0, now - timedelta(minutes=10 - i))
+    source = events.source(
+        query=f"SELECT ID, LOADED_AT FROM {events.table}",
+        incremental_column="LOADED_AT",
+        lag_seconds=LAG,
+    )
+    sid_ = source.source_id
+    assert counts(run(events.flow, save_block, ledger, queue, source))["landed"] == 1
+    bound = datetime.fromisoformat(ledger.get_state(sid_, "watermark")["below"])
+    assert now - timedelta(seconds=LAG) <= bound <= events.now() - timedelta(seconds=LAG)
+
+    # Committed after run 1, whose clock read bound + LAG:
+    events.add(4, 0, bound)  # the same value as the watermark
+    events.add(5, 0, bound + timedelta(seconds=1))  # older than run 1, inside the lag
+    events.add(6, 0, bound - timedelta(microseconds=1))  # below the delivered window: lost
+    events.add(7, 0, now + timedelta(days=1))  # stamped in the future: waits
+    wait_for_clock(events, bound + timedelta(seconds=LAG + 1.5))
+    assert counts(run(events.flow, save_block, ledger, queue, source))["landed"] == 1
+    again = counts(run(events.flow, save_block, ledger, queue, source))
+    assert again["landed"] == 0
+
+    assert delivered_ids(ledger, sid_, "ID") == [1, 2, 3, 4, 5]  # each once, 6 and 7 never
+    names = [r["name"] for r in landed(ledger, sid_)]
+    assert names == ["export_20260314_initial.csv", f"export_20260314_from-{text_label(bound)}.csv"]
+    last = datetime.fromisoformat(ledger.get_state(sid_, "watermark")["below"])
+    assert bound + timedelta(seconds=1) < last < now + timedelta(days=1)
+
+
+def test_repeated_value_rows_arriving_later_are_taken_once_by_key(
+    save_block, ledger, queue, events
+) -> None:
+    """A number column shared by many rows (a batch id) with `primary_key`: rows that
+    arrive later with the watermark's value are delivered by the next run, once."""
+    now = events.now()
+    for i, batch in [(1, 1), (2, 1), (3, 2), (4, 2)]:
+        events.add(i, batch, now)
+    source = events.source(
+        query=f"SELECT ID, BATCH FROM {events.table}",
+        incremental_column="BATCH",
+        primary_key=["ID"],
+        chunk_size=2,
+    )
+    sid_ = source.source_id
+
+    def step() -> int:
+        return counts(run(events.flow, save_block, ledger, queue, source))["landed"]
+
+    assert step() == 1
+    mark = ledger.get_state(sid_, "watermark")
+    assert (mark["value"], mark["key_columns"], mark["keys"]) == (2, ["ID"], [[3], [4]])
+
+    events.add(5, 2, now)  # the same value as the watermark, after the run
+    events.add(6, 3, now)
+    assert step() == 1
+    events.add(7, 3, now)
+    assert step() == 1
+    assert step() == 0  # nothing new: nothing delivered twice
+
+    assert delivered_ids(ledger, sid_, "ID") == [1, 2, 3, 4, 5, 6, 7]
+    mark = ledger.get_state(sid_, "watermark")
+    assert (mark["value"], mark["keys"]) == (3, [[6], [7]])
