@@ -23,8 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import queue
-import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,60 +167,6 @@ class RawSink(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
-
-
-class ThreadedSink(io.RawIOBase):
-    """Hands blocks to one background thread that writes them into `out`.
-
-    The pipeline's writer hashes (sha256) and writes each block; both release the GIL, so
-    doing it on a second thread overlaps it with receiving the next COPY data instead of
-    stalling the database connection. At most `depth` blocks wait (bounded memory); order
-    is kept; `flush()` waits until everything is written and re-raises a writer error.
-    """
-
-    def __init__(self, out: BinaryIO, depth: int = 8) -> None:
-        self._out = out
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="sql-copy-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            block = self._queue.get()
-            try:
-                if block is None:
-                    return
-                if self._error is None:
-                    self._out.write(block)
-            except BaseException as exc:  # re-raised in the reading thread
-                self._error = exc
-            finally:
-                self._queue.task_done()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:  # type: ignore[override]
-        self._raise()
-        block = bytes(data)  # the caller's buffer is only borrowed
-        self._queue.put(block)
-        return len(block)
-
-    def flush(self) -> None:
-        self._queue.join()
-        self._raise()
-
-    def close(self) -> None:
-        if not self.closed and self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        super().close()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
 
 
 class ParquetWriter(RowWriter):

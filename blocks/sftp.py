@@ -19,7 +19,7 @@ from blocks.errors import ConfigError, IngestError
 from blocks.sftp_connection import SftpConnection, SftpLogin, fingerprint
 from blocks.sftp_fast_read import SftpReadError, pipelined_download
 from blocks.source import Candidate, DiscoverContext, SourceBlock
-from blocks.write_behind import WriteBehind
+from blocks.write_behind import ThreadedSink
 
 _CHUNK = 1024 * 1024
 _SEGMENT = 32 * _CHUNK  # most bytes of one download held in memory
@@ -266,11 +266,14 @@ class SftpSource(SourceBlock):
             try:
                 size = fh.stat().st_size
                 # Writing and hashing run on a writer thread, overlapping the receive.
-                with WriteBehind(out) as sink:
+                sink = ThreadedSink(out, depth=16)
+                try:
                     if conn.transport.remote_version.startswith("SSH-2.0-OpenSSH"):
                         done = self._fast_download(conn, fh, size, sink)
                     else:
                         done = _readv_download(fh, size, sink)
+                finally:
+                    sink.close()  # waits for the writes; raises a writer error
                 finished = True
             finally:
                 if finished:

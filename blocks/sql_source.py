@@ -62,6 +62,7 @@ from blocks import watermark_values as values
 from blocks.errors import ConfigError, IngestError
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
 from blocks.timezones import check_timezone
+from blocks.write_behind import ThreadedSink
 
 UTC = timezone.utc
 _WHERE = "SqlSource"
@@ -808,7 +809,7 @@ class SqlSource(SourceBlock):
         raw = prep.engine.raw_connection()
         # psycopg2 calls write() once per row; a C-level buffer turns that into one
         # Python-level write per MiB, hashed and written by a second thread.
-        threaded = formats.ThreadedSink(out)
+        threaded = ThreadedSink(out)
         sink = io.BufferedWriter(threaded, _COPY_BUFFER)
         total, last, header = 0, None, True
         # Unlimited keyset runs find the next chunk's end on a second connection while

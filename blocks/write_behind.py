@@ -1,66 +1,68 @@
-"""Write-behind: hand a download's chunks to a writer thread so receiving and writing overlap.
+"""Write-behind: hand a download's blocks to a writer thread so receiving and writing overlap.
 
-A source that decrypts or parses in Python (paramiko's SFTP) spends its thread receiving;
-writing the same thread's chunks to disk and hashing them (both release the GIL) then
-runs on another core instead of in series. The queue is bounded, so memory stays at
-`depth` chunks whatever the file size, and the receiving side slows down to disk speed.
+The pipeline's writer hashes (sha256) and writes each block to the staging file; both
+release the GIL. A source that receives in Python (paramiko's SFTP, psycopg2's COPY)
+would otherwise stall its connection while it writes; on a second thread the two run on
+separate cores. At most `depth` blocks wait (bounded memory, the receiving side slows to
+disk speed); order is kept.
 """
 
 from __future__ import annotations
 
+import io
 import queue
 import threading
 from typing import BinaryIO
 
-_DONE = object()
 
+class ThreadedSink(io.RawIOBase):
+    """A file-like sink whose `write` enqueues; one background thread writes into `out`.
 
-class WriteBehind:
-    """Context manager: `write()` enqueues, a thread writes to `out` in order.
-
-    On leaving the block the queue is drained and any error the writer hit is raised in
-    the caller's thread. If the block raises, queued chunks are dropped and the writer is
-    stopped; the caller's exception wins.
+    `flush()` waits until everything queued is written and re-raises a writer error;
+    `close()` does the same and stops the thread. After a writer error, further writes
+    raise it at once and queued blocks are dropped.
     """
 
-    def __init__(self, out: BinaryIO, depth: int = 16) -> None:
+    def __init__(self, out: BinaryIO, depth: int = 8) -> None:
         self._out = out
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._failed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
-
-    def __enter__(self) -> WriteBehind:
         self._thread.start()
-        return self
-
-    def write(self, chunk: bytes) -> int:
-        if self._failed.is_set():
-            self._raise()
-        self._queue.put(chunk)
-        return len(chunk)
 
     def _run(self) -> None:
         while True:
-            chunk = self._queue.get()
-            if chunk is _DONE:
-                return
-            if self._failed.is_set():
-                continue  # keep draining so a blocked producer wakes up
+            block = self._queue.get()
             try:
-                self._out.write(chunk)  # type: ignore[arg-type]
-            except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
+                if block is None:
+                    return
+                if self._error is None:
+                    self._out.write(block)
+            except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
-                self._failed.set()
+            finally:
+                self._queue.task_done()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self._raise()
+        block = bytes(data)  # the caller's buffer is only borrowed (no copy for bytes)
+        self._queue.put(block)
+        return len(block)
+
+    def flush(self) -> None:
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        if not self.closed and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        super().close()
+        self._raise()
 
     def _raise(self) -> None:
-        assert self._error is not None
-        raise self._error
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._failed.set()  # drop what is queued: the caller is failing anyway
-        self._queue.put(_DONE)
-        self._thread.join()
-        if exc_type is None and self._error is not None:
-            self._raise()
+        if self._error is not None:
+            raise self._error

@@ -1,4 +1,4 @@
-"""WriteBehind: order kept, memory bounded, writer errors raised in the caller's thread."""
+"""ThreadedSink: order kept, memory bounded, writer errors raised in the caller's thread."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from blocks.write_behind import WriteBehind
+from blocks.write_behind import ThreadedSink
 
 
 class SlowSink:
@@ -27,24 +27,27 @@ class SlowSink:
         return len(chunk)
 
 
-def test_chunks_arrive_in_order():
+def test_chunks_arrive_in_order_and_flush_waits():
     sink = SlowSink(delay=0.001)
-    with WriteBehind(sink, depth=4) as wb:
-        for i in range(200):
-            wb.write(i.to_bytes(2, "big"))
+    threaded = ThreadedSink(sink, depth=4)
+    for i in range(200):
+        threaded.write(i.to_bytes(2, "big"))
+    threaded.flush()
     assert [int.from_bytes(c, "big") for c in sink.chunks] == list(range(200))
+    threaded.close()
 
 
 def test_queue_is_bounded_by_depth():
     sink = SlowSink()
     sink.gate.clear()  # the writer blocks on its first chunk
     written = []
+    threaded = ThreadedSink(sink, depth=3)
 
     def produce():
-        with WriteBehind(sink, depth=3) as wb:
-            for i in range(50):
-                wb.write(b"x")
-                written.append(i)
+        for i in range(50):
+            threaded.write(b"x")
+            written.append(i)
+        threaded.close()
 
     t = threading.Thread(target=produce)
     t.start()
@@ -58,16 +61,11 @@ def test_queue_is_bounded_by_depth():
 
 def test_writer_error_is_raised_to_the_caller():
     sink = SlowSink(fail_at=5)
-    with pytest.raises(OSError, match="No space left"), WriteBehind(sink, depth=2) as wb:
+    threaded = ThreadedSink(sink, depth=2)
+    with pytest.raises(OSError, match="No space left"):
         for _ in range(1000):
-            wb.write(b"y")
+            threaded.write(b"y")
+        threaded.close()
     assert len(sink.chunks) == 5
-
-
-def test_callers_error_wins_and_the_writer_stops():
-    sink = SlowSink(delay=0.01)
-    with pytest.raises(ValueError, match="boom"), WriteBehind(sink, depth=8) as wb:
-        for _ in range(8):
-            wb.write(b"z")
-        raise ValueError("boom")
-    assert len(sink.chunks) < 8
+    with pytest.raises(OSError, match="No space left"):
+        threaded.close()  # still reported, never swallowed
