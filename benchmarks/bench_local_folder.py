@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_rss import run_child  # noqa: E402
+from report import print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,17 +136,7 @@ def main() -> None:
         if not args.dir:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    head = ("workload", "tool", "files", "MB", "s", "files/s", "MB/s", "RSS MB")
-    print("\n{:<20} {:<24} {:>7} {:>9} {:>8} {:>9} {:>8} {:>7}".format(*head))
-    for row in rows:
-        if len(row) == 3:
-            print(f"{row[0]:<20} {row[1]:<24} {row[2]:>7.2f}x")
-            continue
-        label, tool, count, mb, seconds, peak = row
-        print(
-            f"{label:<20} {tool:<24} {count:>7} {mb:>9.1f} {seconds:>8.2f} "
-            f"{count / seconds:>9.1f} {mb / seconds:>8.1f} {peak:>7}"
-        )
+    print_table(rows)
     print(
         "\n'pipeline' is the flow's own run time (discover to record); 'process' adds Python and "
         "Prefect start-up in the child. RSS is each child's peak (wait4)."

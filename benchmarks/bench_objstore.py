@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_rss import run_child  # noqa: E402
+from report import print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY, SECRET, REGION = "bench", "bench-secret", "us-east-1"
@@ -194,17 +195,7 @@ def main() -> None:
         moto.wait(timeout=30)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    head = ("workload", "tool", "objects", "MB", "s", "obj/s", "MB/s", "RSS MB")
-    print("\n{:<18} {:<26} {:>7} {:>8} {:>8} {:>8} {:>8} {:>7}".format(*head))
-    for row in rows:
-        if len(row) == 3:
-            print(f"{row[0]:<18} {row[1]:<26} {row[2]:>7.2f}x")
-            continue
-        label, tool, count, mb, seconds, peak = row
-        print(
-            f"{label:<18} {tool:<26} {count:>7} {mb:>8.1f} {seconds:>8.2f} "
-            f"{count / seconds:>8.1f} {mb / seconds:>8.1f} {peak:>7}"
-        )
+    print_table(rows, unit="objects", rate="obj/s")
     print(
         f"\nflow: S3Source + pipeline, max_parallel={args.parallel}, SQLite ledger, fsync on; "
         "'pipeline' is discover to record, 'process' adds Python and Prefect start-up. "

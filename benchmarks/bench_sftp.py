@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from child_rss import run_child  # noqa: E402
+from report import print_table  # noqa: E402
 
 from tests import sftp_server  # noqa: E402
 
@@ -175,17 +176,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nsftp benchmark on 127.0.0.1, 2 shared cores, load avg {os.getloadavg()[0]:.1f}")
-    head = ("workload", "tool", "files", "MB", "s", "files/s", "MB/s", "RSS MB")
-    print("{:<8} {:<28} {:>6} {:>8} {:>8} {:>9} {:>8} {:>7}".format(*head))
-    for row in rows:
-        if len(row) == 3:
-            print(f"{row[0]:<8} {row[1]:<28} {row[2]:>6.2f}x")
-            continue
-        what, tool, count, mb, seconds, peak = row
-        print(
-            f"{what:<8} {tool:<28} {count:>6} {mb:>8.1f} {seconds:>8.2f} "
-            f"{count / seconds:>9.1f} {mb / seconds:>8.1f} {peak:>7}"
-        )
+    print_table(rows)
     print(
         "\n'pipeline' is the flow's own run time (list to record); 'process' adds Python and "
         "Prefect start-up in the child. RSS is each child's peak (wait4)."
