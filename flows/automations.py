@@ -5,10 +5,11 @@ a run, the flow-run process goes away without reporting, and the server would sh
 `Running` forever (measured: a SIGTERM to `prefect worker start` takes the run's process
 down with it, the run stays `Running`). Flow runs emit `prefect.flow-run.heartbeat` every
 `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` seconds (default 180, minimum 30); this proactive
-trigger marks a run `Crashed` when a heartbeat is not followed by another heartbeat or a
-final state within `grace_seconds`, which makes the deployment's concurrency slot free and
-lets the health flow and `ingest-ops sources` see the failure. This is the recipe Prefect
-documents for self-hosted servers (Prefect Cloud ships it as a managed automation).
+trigger marks a run `Crashed` when its start (`Running`) or a heartbeat is not followed
+by another heartbeat or a final state within `grace_seconds`, which frees the
+deployment's concurrency slot and lets the health flow and `ingest-ops sources` see the
+failure. This is the recipe Prefect documents for self-hosted servers, plus the `Running`
+start (Prefect Cloud ships it as a managed automation).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def crash_unresponsive_runs(grace_seconds: int = 240) -> Automation:
         name=CRASH_UNRESPONSIVE,
         description="Marks a flow run Crashed when its heartbeats stop (worker or host gone).",
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            # Running too: a run killed before its first heartbeat got out (measured: a
+            # worker stopped within a second of the run starting) would otherwise never
+            # start the clock and stay Running forever.
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
             expect={
                 "prefect.flow-run.heartbeat",
                 "prefect.flow-run.Completed",
