@@ -35,27 +35,38 @@ from report import print_table  # noqa: E402
 
 from tests import sftp_server  # noqa: E402
 
-# argv: host port user key_file host_key remote_dir work parallel mode(fetch|flow)
+# argv: host port user key_file host_key remote_dir work parallel connections mode(fetch|flow)
 CHILD = r"""
 import json, sys, time
 from datetime import date
 from pathlib import Path
-host, port, user, key, host_key, remote, work, parallel, mode = sys.argv[1:10]
+host, port, user, key, host_key, remote, work, parallel, connections, mode = sys.argv[1:11]
 from blocks.sftp import SftpSource
 source = SftpSource(source_id="bench", host=host, port=int(port), username=user,
     private_key=Path(key).read_text(), host_key=host_key, remote_dir=remote,
-    max_parallel=int(parallel))
+    max_parallel=int(parallel), connections_per_file=int(connections))
 work = Path(work)
 if mode == "fetch":
+    import blocks.sftp
     from blocks.source import DiscoverContext
+    ranged = []  # each range worker's own peak RSS (it is a separate process)
+    real_parallel = blocks.sftp.parallel_download
+    def recording(*args, **kw):
+        ranged.append(real_parallel(*args, **kw))
+        return ranged[-1]
+    blocks.sftp.parallel_download = recording
     from flows.pipeline import HashingWriter
     [cand] = list(source.discover(DiscoverContext(date.today())))
     with open(work / "fetched.bin", "wb") as fh:
         started = time.perf_counter()
-        source.fetch(cand, HashingWriter(fh))
+        writer = HashingWriter(fh, work / "fetched.bin")
+        source.fetch(cand, writer)
+        writer.close()
         seconds = time.perf_counter() - started
+    assert writer.size == cand.size, (writer.size, cand.size)
     source.close()
-    print(json.dumps({"seconds": seconds}))
+    workers_mb = sum(ranged[0].worker_peak_rss_kb) / 1024 if ranged else 0
+    print(json.dumps({"seconds": seconds, "workers_rss_mb": workers_mb}))
 else:
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -90,12 +101,13 @@ def openssh_get(server, key: Path, remote: Path, dest: Path, glob: str) -> tuple
     return seconds, rss
 
 
-def ours(server, key: Path, remote: Path, work: Path, env, parallel: int, mode: str):
+def ours(server, key: Path, remote: Path, work: Path, env, parallel: int, conns: int, mode: str):
     """The source in a child process: (result dict, peak RSS MB)."""
     work.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable, "-c", CHILD, "127.0.0.1", str(server.port), sftp_server.USER,
-        str(key), server.host_key_line, str(remote), str(work), str(parallel), mode,
+        str(key), server.host_key_line, str(remote), str(work), str(parallel), str(conns),
+        mode,
     ]  # fmt: skip
     _, rss, out = run_child(argv, env)
     return json.loads(out.strip().splitlines()[-1]), rss
@@ -108,6 +120,15 @@ def main() -> None:
     ap.add_argument("--small-bytes", type=int, default=2048)
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3, help="alternated big-file rounds")
+    ap.add_argument(
+        "--connections",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 2, 4],
+        help="connections per file to compare on the big file, e.g. 1,2,4",
+    )
+    ap.add_argument(
+        "--flow-connections", type=int, default=None, help="connections_per_file in the flow rows"
+    )
     args = ap.parse_args()
     why = sftp_server.why_not_available()
     if why:
@@ -138,24 +159,35 @@ def main() -> None:
         small_mb = args.small * args.small_bytes / 1e6
         env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-        ssh_big, fetch_big = [], []
+        # alternated rounds: OpenSSH, then the source with each connection count
+        ssh_big: list[tuple[float, float]] = []
+        fetch_big: dict[int, list[tuple[dict, float]]] = {c: [] for c in args.connections}
         for r in range(args.rounds):
             ssh_big.append(openssh_get(server, key, big_dir, work / f"ssh-big-{r}", "big.bin"))
             shutil.rmtree(work / f"ssh-big-{r}")
-            fetch_big.append(ours(server, key, big_dir, work / f"fetch-{r}", env, 1, "fetch"))
-            shutil.rmtree(work / f"fetch-{r}")
+            for c in args.connections:
+                where = work / f"fetch-{r}-{c}"
+                fetch_big[c].append(ours(server, key, big_dir, where, env, 1, c, "fetch"))
+                shutil.rmtree(where)
         t_ssh = statistics.median(s for s, _ in ssh_big)
-        t_fetch = statistics.median(res["seconds"] for res, _ in fetch_big)
         rows.append(("big", "openssh sftp -b (median)", 1, big_mb, t_ssh, ssh_big[0][1]))
-        rows.append(("big", "source fetch (median)", 1, big_mb, t_fetch, fetch_big[0][1]))
-        rows.append(("big", "ratio fetch/openssh", t_ssh / t_fetch))
-        print(
-            "big-file rounds, MB/s: openssh "
-            + ", ".join(f"{big_mb / s:.0f}" for s, _ in ssh_big)
-            + "; source fetch "
-            + ", ".join(f"{big_mb / res['seconds']:.0f}" for res, _ in fetch_big)
-        )
+        print("big-file rounds, MB/s: openssh", ", ".join(f"{big_mb / t:.0f}" for t, _ in ssh_big))
+        for c, results in fetch_big.items():
+            t_fetch = statistics.median(res["seconds"] for res, _ in results)
+            # RSS: the fetching process plus its range workers' peaks (separate processes)
+            rss = max(r + res["workers_rss_mb"] for res, r in results)
+            label = f"source fetch, {c} conn (median)"
+            rows.append(("big", label, 1, big_mb, t_fetch, rss))
+            rows.append(("big", f"ratio fetch {c} conn/openssh", t_ssh / t_fetch))
+            print(
+                f"big-file rounds, MB/s: source fetch over {c} connection(s) "
+                + ", ".join(f"{big_mb / res['seconds']:.0f}" for res, _ in results)
+            )
 
+        from blocks.sftp import SftpSource
+
+        default_conns = SftpSource.model_fields["connections_per_file"].default
+        flow_conns = args.flow_connections or default_conns
         with prefect_test_harness(server_startup_timeout=120):
             env["PREFECT_API_URL"] = PREFECT_API_URL.value()
             for what, remote, glob, count, mb in (
@@ -164,8 +196,9 @@ def main() -> None:
             ):
                 t_ref, rss_ref = openssh_get(server, key, remote, work / f"ssh-{what}", glob)
                 counts, rss = ours(
-                    server, key, remote, work / f"flow-{what}", env, args.parallel, "flow"
-                )
+                    server, key, remote, work / f"flow-{what}", env, args.parallel,
+                    flow_conns, "flow",
+                )  # fmt: skip
                 assert counts["landed"] == count and counts["failed"] == 0, counts
                 rows.append((what, "openssh sftp -b", count, mb, t_ref, rss_ref))
                 rows.append((what, "flow (pipeline)", count, mb, counts["seconds"], rss))

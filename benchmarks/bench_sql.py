@@ -86,6 +86,20 @@ def run_child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def recorded_seconds(state) -> float:
+    """The flow run's own duration as Prefect records it (Running -> final state).
+
+    The call around it also creates the run and tears the engine down; in Prefect 3.8 the
+    teardown joins the heartbeat thread, which sleeps in 1 s steps (~0.5-1 s per call
+    after the run is already Completed).
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    return (run.end_time - run.start_time).total_seconds()
+
+
 def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ["PREFECT_HOME"] = str(workdir / "prefect-home")
@@ -139,26 +153,30 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
         runs = []
         for i in range(repeat):
             started = time.perf_counter()
-            result = ingest_sql(
+            state = ingest_sql(
                 source_block=names["s"],
                 ledger_block=names["l"],
                 queue_block=names["q"],
                 force=i > 0,  # repeats re-extract and re-land the same table
+                return_state=True,
             )
-            runs.append((time.perf_counter() - started, result["seconds"]))
+            whole = time.perf_counter() - started
+            runs.append((whole, recorded_seconds(state), state.result()["seconds"]))
         single_runs = []
         if kind == "pg":
             single = source.model_copy(update={"single_transaction": True})
             single.save(names["s"] + "-1tx", overwrite=True)
             for _ in range(repeat):
                 started = time.perf_counter()
-                result = ingest_sql(
+                state = ingest_sql(
                     source_block=names["s"] + "-1tx",
                     ledger_block=names["l"],
                     queue_block=names["q"],
                     force=True,
+                    return_state=True,
                 )
-                single_runs.append((time.perf_counter() - started, result["seconds"]))
+                whole = time.perf_counter() - started
+                single_runs.append((whole, recorded_seconds(state), state.result()["seconds"]))
     files = [p for p in (workdir / "landing").rglob("*.csv")]
     size = sum(p.stat().st_size for p in files)
     rows = 0
@@ -171,7 +189,8 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
         json.dumps(
             {
                 "seconds": min(r[0] for r in runs),
-                "fetch_seconds": min(r[1] for r in runs),
+                "run_seconds": min(r[1] for r in runs),
+                "fetch_seconds": min(r[2] for r in runs),
                 "all_runs": runs,
                 "single_runs": single_runs,
                 "rows": rows,
@@ -191,12 +210,15 @@ def line(label: str, rows: int, seconds: float, rss: float | str) -> str:
 
 
 def report(label: str, rows: int, ours: dict, ref_s: float, ref_name: str) -> None:
-    print(line(label + ", whole flow", rows, ours["seconds"], ours["maxrss_mb"]))
+    print(line(label + ", whole call", rows, ours["seconds"], ours["maxrss_mb"]))
+    print(line(label + ", flow run", rows, ours["run_seconds"], ours["maxrss_mb"]))
     print(line(label + ", extraction", rows, ours["fetch_seconds"], ours["maxrss_mb"]))
     print(
-        f"  ratio vs {ref_name}: {ref_s / ours['seconds']:.2f}x whole flow run (incl. fixed "
-        f"Prefect flow start, block loads, connection test), {ref_s / ours['fetch_seconds']:.2f}x "
-        f"extraction (discover -> land -> ledger/queue record); target >= 0.8x\n"
+        f"  ratio vs {ref_name}: {ref_s / ours['run_seconds']:.2f}x flow run as Prefect records "
+        f"it (Running -> Completed: block loads, connection test, lock, extraction, summary), "
+        f"{ref_s / ours['fetch_seconds']:.2f}x extraction (discover -> land -> ledger/queue "
+        f"record), {ref_s / ours['seconds']:.2f}x whole call (adds run creation and Prefect's "
+        f"engine teardown); target >= 0.8x\n"
         f"  peak RSS {ours['maxrss_mb']:.0f} MB = Prefect + project imports "
         f"{ours['before_load_mb']:.0f} MB, + first Block.load "
         f"{ours['baseline_mb'] - ours['before_load_mb']:.0f} MB "
@@ -243,7 +265,7 @@ def main() -> None:
         ours = run_child("pg", pg_db, tmp / "pg", args.chunk, args.repeat)
         print(f"  best of {args.repeat}; psql runs {[round(x, 2) for x in ref_runs]}")
         print(
-            "  flow runs (whole, extraction) "
+            "  flow runs (whole call, flow run, extraction) "
             + str([tuple(round(x, 2) for x in r) for r in ours["all_runs"]])
         )
         assert ours["rows"] == args.pg_rows, ours
@@ -253,8 +275,8 @@ def main() -> None:
         one = ours["single_runs"]
         print(
             "  single_transaction=True (one COPY, seq scan, one long transaction): best "
-            f"whole {min(r[0] for r in one):.2f} s, extraction {min(r[1] for r in one):.2f} s "
-            f"-> {ref_s / min(r[1] for r in one):.2f}x psql; runs "
+            f"flow run {min(r[1] for r in one):.2f} s, extraction {min(r[2] for r in one):.2f} s "
+            f"-> {ref_s / min(r[1] for r in one):.2f}x psql (flow run); runs "
             + str([tuple(round(x, 2) for x in r) for r in one])
         )
         ref_file.unlink()

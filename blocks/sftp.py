@@ -16,40 +16,18 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from blocks.date_templates import render_date_template
 from blocks.errors import ConfigError, IngestError
+from blocks.run_logger import run_logger
 from blocks.sftp_connection import SftpConnection, SftpLogin, fingerprint
-from blocks.sftp_fast_read import SftpReadError, pipelined_download
+from blocks.sftp_fast_read import SftpReadError, pipelined_download, ranged_readv
+from blocks.sftp_parallel import parallel_download
 from blocks.source import Candidate, DiscoverContext, SourceBlock
 from blocks.write_behind import ThreadedSink
 
-_CHUNK = 1024 * 1024
-_SEGMENT = 32 * _CHUNK  # most bytes of one download held in memory
-_IN_FLIGHT = 32  # outstanding SFTP read requests per file (paramiko readv path)
 _FAST_IN_FLIGHT = 24  # outstanding 255 KiB reads per file on OpenSSH (measured best of 8-64)
 _READ_SIZE = 255 * 1024
 _SHA256 = re.compile(r"\b([0-9a-fA-F]{64})\b")
 # Errors that mean the link is gone: drop the thread's connection, let the pipeline retry.
 _LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)
-
-
-def _readv_download(fh: paramiko.SFTPFile, size: int, sink: BinaryIO) -> int:
-    """paramiko's pipelined readv in bounded segments, for servers other than OpenSSH.
-
-    Plain prefetch() keeps every answered read in memory until consumed, so a slow disk
-    would let a big file pile up in RAM; readv per segment caps that at one segment.
-    Requests stay at paramiko's safe 32 KiB, which every server accepts.
-    """
-    done = 0
-    while done < size:
-        seg_end = min(size, done + _SEGMENT)
-        pieces = [(o, min(_CHUNK, seg_end - o)) for o in range(done, seg_end, _CHUNK)]
-        for chunk in fh.readv(pieces, max_concurrent_prefetch_requests=_IN_FLIGHT):
-            if not chunk:
-                break
-            sink.write(chunk)
-            done += len(chunk)
-        if done != seg_end:
-            break
-    return done
 
 
 class SftpSource(SourceBlock):
@@ -64,8 +42,11 @@ class SftpSource(SourceBlock):
 
     The server's host key must match `host_key` (an OpenSSH public key line or a
     `SHA256:...` fingerprint) unless `accept_unknown_host_key` is set. Each download thread
-    keeps one SFTP connection and reuses it; reads are pipelined (prefetch) so a single file
-    approaches OpenSSH's own throughput. Dropped links are reconnected on the item's retry.
+    keeps one SFTP connection and reuses it; reads are pipelined so a single file streams at
+    several hundred MB/s. With `connections_per_file` > 1, files of at least
+    `parallel_min_mb` are split into byte ranges fetched at once over separate connections,
+    one process each (useful on hosts with spare cores). Dropped links are reconnected on
+    the item's retry.
     """
 
     _block_type_name = "SFTP Source"
@@ -118,6 +99,19 @@ class SftpSource(SourceBlock):
     )
     archive_dir: str | None = Field(
         default=None, description="Remote folder 'archive' moves files (and sidecars) to."
+    )
+
+    connections_per_file: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description=(
+            "Files of at least parallel_min_mb are downloaded in byte ranges over this many "
+            "connections at once, each in its own process (1: one connection per file)."
+        ),
+    )
+    parallel_min_mb: int = Field(
+        default=256, ge=1, description="Smallest file (MiB) split over connections_per_file."
     )
 
     _local: threading.local = PrivateAttr(default_factory=threading.local)
@@ -257,10 +251,41 @@ class SftpSource(SourceBlock):
             return "invalid-sidecar-" + sidecar
         return match.group(1).lower()
 
+    def _ranged(self, size: int | None, out: BinaryIO) -> bool:
+        return (
+            self.connections_per_file > 1
+            and size is not None
+            and size >= self.parallel_min_mb * 1024 * 1024
+            and getattr(out, "path", None) is not None
+            and hasattr(out, "hash_written")
+        )
+
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         path = self._path(candidate.name)
         try:
             conn = self._conn()
+            if self._ranged(candidate.size, out):
+                size = conn.sftp.stat(path).st_size
+                if size != candidate.size:
+                    raise IngestError(
+                        f"{candidate.name}: size changed since the listing "
+                        f"({candidate.size} listed, {size} now); will retry"
+                    )
+                ranged = parallel_download(
+                    self._login(), path, size, out,  # type: ignore[arg-type]
+                    parts=self.connections_per_file,
+                    read_size=_READ_SIZE,
+                    in_flight=_FAST_IN_FLIGHT,
+                    stall_seconds=self.operation_timeout_seconds,
+                )  # fmt: skip
+                run_logger("ingest.sftp").info(
+                    "%s: %d bytes over %d connections (worker peak RSS %s MB)",
+                    candidate.name,
+                    ranged.bytes,
+                    len(ranged.worker_peak_rss_kb),
+                    "/".join(str(kb // 1024) for kb in ranged.worker_peak_rss_kb),
+                )
+                return None
             fh = conn.sftp.open(path, "rb")
             finished = False
             try:
@@ -271,7 +296,7 @@ class SftpSource(SourceBlock):
                     if conn.transport.remote_version.startswith("SSH-2.0-OpenSSH"):
                         done = self._fast_download(conn, fh, size, sink)
                     else:
-                        done = _readv_download(fh, size, sink)
+                        done = ranged_readv(fh, 0, size, sink)
                 finally:
                     sink.close()  # waits for the writes; raises a writer error
                 finished = True

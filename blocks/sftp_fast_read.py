@@ -10,7 +10,8 @@ the bytes are copied once on the way from the channel to the sink.
 It relies on what OpenSSH's sftp-server does: answers in request order and full-length
 reads of a regular file except at its end. Anything else (an error status, a reply out
 of order, a short read) raises `SftpReadError`; the connection is then in an unknown
-state and the caller must discard it.
+state and the caller must discard it. `ranged_readv` is the path for other servers:
+paramiko's own readv, bounded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import paramiko
 
 from blocks.errors import IngestError
 
+_CHUNK = 1024 * 1024
+_SEGMENT = 32 * _CHUNK  # most bytes of one readv download held in memory
+_READV_IN_FLIGHT = 32  # outstanding 32 KiB requests of paramiko's readv
 _FXP_READ = 5
 _FXP_STATUS = 101
 _FXP_DATA = 103
@@ -64,12 +68,13 @@ def pipelined_download(
     sink: BinaryIO,
     read_size: int,
     in_flight: int,
+    start: int = 0,
 ) -> int:
-    """Read bytes [0, size) of an open remote file into `sink`; return the count read."""
+    """Read bytes [start, size) of an open remote file into `sink`; return the count read."""
     chan = sftp.get_channel()
     assert chan is not None
     pending: deque[tuple[int, int, int]] = deque()  # (request id, offset, length)
-    next_offset = 0
+    next_offset = start
 
     def send_next() -> None:
         nonlocal next_offset
@@ -103,3 +108,24 @@ def pipelined_download(
         _stream(chan, data_len, sink)
         done += data_len
     return done
+
+
+def ranged_readv(fh: paramiko.SFTPFile, start: int, end: int, sink: BinaryIO) -> int:
+    """paramiko's pipelined readv over [start, end) in bounded segments (any server).
+
+    Plain prefetch() keeps every answered read in memory until consumed, so a slow disk
+    would let a big file pile up in RAM; readv per segment caps that at one segment.
+    Requests stay at paramiko's safe 32 KiB, which every server accepts.
+    """
+    done = start
+    while done < end:
+        seg_end = min(end, done + _SEGMENT)
+        pieces = [(o, min(_CHUNK, seg_end - o)) for o in range(done, seg_end, _CHUNK)]
+        for chunk in fh.readv(pieces, max_concurrent_prefetch_requests=_READV_IN_FLIGHT):
+            if not chunk:
+                break
+            sink.write(chunk)
+            done += len(chunk)
+        if done != seg_end:
+            break
+    return done - start

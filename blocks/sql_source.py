@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -60,6 +59,7 @@ from blocks import sql_dialects as dialects
 from blocks import sql_watermark as wm
 from blocks import watermark_values as values
 from blocks.errors import ConfigError, IngestError
+from blocks.run_logger import run_logger
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
 from blocks.timezones import check_timezone
 from blocks.write_behind import ThreadedSink
@@ -88,15 +88,6 @@ class _Prepared:
     descriptions: list[tuple[Any, ...]]  # DB-API description of the output columns
     inc_kind: str | None
     can_see_others: bool
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        from prefect import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return logging.getLogger("ingest.sql")
 
 
 class SqlSource(SourceBlock):
@@ -392,7 +383,7 @@ class SqlSource(SourceBlock):
             descriptions = descriptions[:-1]
             self._check_kind(inc_kind)
         if self.incremental_mode != "none" and self.inflight_cap and not can_see:
-            _logger().warning(
+            run_logger("ingest.sql").warning(
                 "%s: this login cannot see other sessions' transactions; the in-flight cap "
                 "is off and only lag_seconds protects late commits (grant pg_read_all_stats "
                 "on PostgreSQL, PROCESS on MySQL)",
@@ -550,7 +541,9 @@ class SqlSource(SourceBlock):
         if self.incremental_mode == "timestamp":
             floor = lower and (lower.get("below") or lower.get("through") or lower.get("start"))
             if floor is not None and values.parse_utc(floor) >= upper:
-                _logger().info("%s: no settled rows past the watermark yet", self.source_id)
+                run_logger("ingest.sql").info(
+                    "%s: no settled rows past the watermark yet", self.source_id
+                )
                 return
         else:
             upper = self._id_upper(prep, lower)
@@ -588,7 +581,7 @@ class SqlSource(SourceBlock):
         if open_txns:
             oldest = min(start for _, start in open_txns)
             if oldest < upper:
-                _logger().info(
+                run_logger("ingest.sql").info(
                     "%s: upper bound held at %s by a transaction open since then",
                     self.source_id,
                     oldest.isoformat(),
@@ -609,12 +602,12 @@ class SqlSource(SourceBlock):
                 conn, prep.dialect, self.inflight_cap and prep.can_see_others
             )
         if top is None:
-            _logger().info("%s: no rows past the watermark", self.source_id)
+            run_logger("ingest.sql").info("%s: no rows past the watermark", self.source_id)
             return None
         deadline = time.monotonic() + self.settle_seconds
         while open_txns:
             if time.monotonic() >= deadline:
-                _logger().warning(
+                run_logger("ingest.sql").warning(
                     "%s: %d transaction(s) open since before MAX(id)=%s did not end within "
                     "settle_seconds; leaving this increment to the next run",
                     self.source_id,
@@ -676,7 +669,7 @@ class SqlSource(SourceBlock):
         state = (
             self._state(window, rows, last_key, capped) if window.kind == "incremental" else None
         )
-        _logger().info("%s: %s: %d row(s)", self.source_id, candidate.name, rows)
+        run_logger("ingest.sql").info("%s: %s: %d row(s)", self.source_id, candidate.name, rows)
         updates = {wm.STATE_KEY: state} if state is not None else {}
         if rows == 0:
             raise SkipItem("no rows in this window", state=updates)

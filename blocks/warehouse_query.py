@@ -27,7 +27,6 @@ result's columns and error translation.
 
 from __future__ import annotations
 
-import logging
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -42,6 +41,7 @@ from blocks.date_templates import render_date_template
 from blocks.errors import ConfigError, IngestError
 from blocks.file_formats import EXTENSIONS, Column, OutputFormat, make_writer
 from blocks.naming import safe_relative_name
+from blocks.run_logger import run_logger
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
 from blocks.timezones import check_timezone
 from blocks.warehouse_watermark import (
@@ -324,7 +324,7 @@ class WarehouseQuerySource(SourceBlock):
         if self.incremental_column:
             window = self.plan_window(ctx.get_state(STATE_KEY), day)
             if window is None:
-                _logger().info(
+                run_logger("ingest.warehouse").info(
                     "%s: the window's bound has not moved past the watermark yet",
                     self.source_id,
                 )
@@ -337,7 +337,7 @@ class WarehouseQuerySource(SourceBlock):
         plan: QueryPlan = candidate.ref
         window = plan.window
         sql, params = self.build_query(window, plan.parameters)
-        log = _logger()
+        log = run_logger("ingest.warehouse")
         with self._execute(sql, params) as result:
             progress = None
             if window is not None:
@@ -401,12 +401,3 @@ class WarehouseQuerySource(SourceBlock):
         if self.incremental_column:
             self._check_fit(self._first_position(columns).kind)
         return {"ok": True, "source_id": self.source_id, "columns": [c.name for c in columns]}
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        from prefect import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return logging.getLogger("ingest.warehouse")

@@ -63,12 +63,42 @@ class ItemOutcome:
 
 
 class HashingWriter:
-    """File-like sink that hashes and counts what a source writes into the staging file."""
+    """File-like sink that hashes and counts what a source writes into the staging file.
 
-    def __init__(self, fh) -> None:
+    A source may instead write the staging file itself (`path`, e.g. byte ranges from
+    several connections at once) and call `hash_written(upto)` as the file becomes
+    complete from its start; the two ways must not be mixed in one fetch.
+    """
+
+    def __init__(self, fh, path: Path | None = None) -> None:
         self._fh = fh
         self._digest = hashlib.sha256()
         self.size = 0
+        self.path = path
+        self._reader = None
+        self._buffer: bytearray | None = None
+
+    def hash_written(self, upto: int) -> None:
+        """Hash and count bytes [size, upto) that the source put into `path` itself."""
+        if upto <= self.size:
+            return
+        if self._reader is None:
+            assert self.path is not None, "hash_written needs the staging path"
+            self._reader = open(self.path, "rb", buffering=0)  # noqa: SIM115 (closed in close)
+            self._buffer = bytearray(1024 * 1024)
+        view = memoryview(self._buffer)
+        while self.size < upto:
+            want = view[: min(len(view), upto - self.size)]
+            n = os.preadv(self._reader.fileno(), [want], self.size)
+            if n <= 0:
+                raise IngestError(f"staging file {self.path} ends at {self.size}, expected {upto}")
+            self._digest.update(view[:n])
+            self.size += n
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def write(self, data: bytes) -> int:
         self._fh.write(data)
@@ -199,7 +229,7 @@ def land_item(
     staged = queue.new_staging_file(sid)
     try:
         with open(staged, "wb") as fh:
-            writer = HashingWriter(fh)
+            writer = HashingWriter(fh, staged)
             try:
                 state = source.fetch(candidate, writer)
             except SkipItem as why:
@@ -208,6 +238,8 @@ def land_item(
                 return ItemOutcome(
                     candidate.name, "skipped", reason=str(why) or "skipped by source"
                 )
+            finally:
+                writer.close()
             fh.flush()
             if queue.fsync:
                 os.fsync(fh.fileno())

@@ -23,6 +23,7 @@ from blocks.errors import ConfigError, LedgerError
 from blocks.source import Candidate, SourceBlock
 from flows.local_folder import ingest_local_folder
 from flows.pipeline import landed_files, run_source
+from tests.landed_rows import keep_result
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def run(save_block, ledger: Ledger, queue: IngestionQueue, source: LocalFolderSo
         return_state=True,
         **params,
     )
-    return state
+    return keep_result(state, ledger, source.source_id)
 
 
 def counts(state) -> dict:

@@ -300,3 +300,97 @@ def test_pipelined_read_refuses_short_reads_and_error_replies(sshd, remote):
     with pytest.raises(SftpReadError, match="SFTP status"):  # not an open handle
         pipelined_download(conn.sftp, b"no-such-handle", 1000, io.BytesIO(), 255 * 1024, 4)
     source.close()
+
+
+def test_split_ranges_cover_the_file_once():
+    from blocks.sftp_parallel import split_ranges
+
+    for size, parts, align in [(10, 3, 4), (1, 4, 4), (0, 4, 4), (1000, 1, 7), (10**9, 3, 261120)]:
+        ranges = split_ranges(size, parts, align)
+        assert ranges[0][0] == 0 and ranges[-1][1] == size
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+        assert all(start % align == 0 for start, _ in ranges)
+        assert len(ranges) <= max(1, parts)
+
+
+def test_big_file_over_several_connections(
+    sshd, remote, save_block, sqlite_ledger, queue, monkeypatch
+):
+    """Files over the threshold are fetched in byte ranges by worker processes."""
+    import blocks.sftp as sftp_module
+
+    big = os.urandom(5 * 1024 * 1024 + 12_345)  # not a multiple of the read size
+    small = os.urandom(300_000)
+    sshd.put(remote, "big.bin", big, OLD)
+    sshd.put(remote, "big.bin.sha256", f"{sha(big)}  big.bin\n".encode(), OLD)
+    sshd.put(remote, "small.bin", small, OLD)
+    calls = []
+    real = sftp_module.parallel_download
+
+    def counting(login, path, size, out, **kw):
+        calls.append((path, kw["parts"]))
+        return real(login, path, size, out, **kw)
+
+    monkeypatch.setattr(sftp_module, "parallel_download", counting)
+    source = make(
+        sshd, remote, connections_per_file=3, parallel_min_mb=1, checksum_extension=".sha256"
+    )
+    counts = run(save_block, source, sqlite_ledger, queue)
+    assert counts["landed"] == 2 and counts["failed"] == 0, counts
+    assert calls == [(str(remote / "big.bin"), 3)]  # the small file took one connection
+    landed = {p.name: p.read_bytes() for p in Path(queue.landing_dir).rglob("*.bin")}
+    assert sha(landed["big.bin"]) == sha(big) and landed["small.bin"] == small
+    assert sqlite_ledger.landed_by_sha("partner", sha(big)).name == "big.bin"
+
+
+def test_ranged_download_fails_cleanly_when_a_link_drops_then_retries(sshd, remote, tmp_path):
+    """Killing the sessions mid-download raises a retryable error; a new attempt is whole."""
+    from blocks.errors import IngestError
+    from flows.pipeline import HashingWriter
+
+    data = os.urandom(1024 * 1024) * 120
+    sshd.put(remote, "big.bin", data, OLD)
+    source = make(sshd, remote, connections_per_file=3, parallel_min_mb=1)
+    [cand] = list(source.discover(DiscoverContext(DAY)))
+
+    staged = tmp_path / "first.part"
+    with open(staged, "wb") as fh:
+        writer = HashingWriter(fh, staged)
+        real_hash = writer.hash_written
+        dropped = []
+
+        def drop_on_first_progress(upto: int) -> None:
+            if upto > 0 and not dropped:
+                dropped.append(sshd.drop_sessions())
+            real_hash(upto)
+
+        writer.hash_written = drop_on_first_progress  # type: ignore[method-assign]
+        with pytest.raises(IngestError, match="ranged download"):
+            source.fetch(cand, writer)
+        writer.close()
+    assert dropped and dropped[0] >= 3
+    assert writer.size < len(data)
+    source._drop_conn()  # its session was killed too (the pipeline's retry would reconnect)
+
+    staged = tmp_path / "second.part"
+    with open(staged, "wb") as fh:
+        writer = HashingWriter(fh, staged)
+        source.fetch(cand, writer)
+        writer.close()
+    assert writer.size == len(data) and writer.hexdigest() == sha(data)
+    assert sha(staged.read_bytes()) == sha(data)
+    source.close()
+
+
+def test_ranged_download_refuses_a_file_that_changed_since_listing(sshd, remote, tmp_path):
+    from blocks.errors import IngestError
+    from flows.pipeline import HashingWriter
+
+    sshd.put(remote, "big.bin", os.urandom(2 * 1024 * 1024), OLD)
+    source = make(sshd, remote, connections_per_file=2, parallel_min_mb=1)
+    [cand] = list(source.discover(DiscoverContext(DAY)))
+    sshd.put(remote, "big.bin", os.urandom(3 * 1024 * 1024), OLD)
+    staged = tmp_path / "x.part"
+    with open(staged, "wb") as fh, pytest.raises(IngestError, match="size changed"):
+        source.fetch(cand, HashingWriter(fh, staged))
+    source.close()
