@@ -117,6 +117,15 @@ class SourceBlock(Block):
         description="IANA time zone of the source's days (the default run date is today there).",
     )
     max_parallel: int = Field(default=4, ge=1, le=64, description="Items fetched at the same time.")
+    small_item_batch: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description=(
+            "Items of at most 1 MiB are landed up to this many per Prefect task (each task "
+            "run costs Prefect ~20 ms); 1: one task per item."
+        ),
+    )
     retries: int = Field(
         default=3, ge=0, le=20, description="Retries per item, with exponential backoff."
     )

@@ -1,0 +1,123 @@
+"""Small items share land-batch tasks; failures inside a batch keep their own retries."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from blocks import LocalFolderSource
+from blocks.errors import ChecksumMismatch
+from blocks.source import Candidate
+from flows.local_folder import ingest_local_folder
+from flows.pipeline import SMALL_ITEM_BYTES, landed_files, plan_batches
+from tests.landed_rows import keep_result
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def cand(name: str, size: int | None) -> Candidate:
+    return Candidate(name=name, size=size, mtime=NOW)
+
+
+def test_plan_batches_keeps_order_and_big_items_alone(tmp_path) -> None:
+    source = LocalFolderSource(
+        source_id="p", directory=str(tmp_path), max_parallel=2, small_item_batch=3
+    )
+    items = [
+        cand("a", 10),
+        cand("big", SMALL_ITEM_BYTES + 1),
+        cand("b", 10),
+        cand("c", SMALL_ITEM_BYTES),
+        cand("unknown", None),
+        cand("d", 0),
+        cand("e", 5),
+        cand("f", 5),
+        cand("g", 5),
+    ]
+    units = [[c.name for c in unit] for unit in plan_batches(items, source)]
+    assert units == [["big"], ["a", "b", "c"], ["unknown"], ["d", "e", "f"], ["g"]]
+    # few small items: spread over max_parallel units, not one big batch
+    source.max_parallel = 4
+    few = [cand(f"s{i}", 1) for i in range(6)]
+    assert [len(u) for u in plan_batches(few, source)] == [2, 2, 2]
+    source.small_item_batch = 1
+    assert [len(u) for u in plan_batches(few, source)] == [1] * 6
+
+
+def run(save_block, ledger, queue, source):
+    state = ingest_local_folder(
+        source_block=save_block(source, "src"),
+        ledger_block=save_block(ledger, "ledger"),
+        queue_block=save_block(queue, "queue"),
+        return_state=True,
+        fail_on_item_error=False,
+    )
+    return keep_result(state, ledger, source.source_id)
+
+
+def task_names(state) -> list[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    return sorted(r.name.rsplit("-", 1)[0] for r in runs)
+
+
+def test_many_small_files_land_in_batches(save_block, sqlite_ledger, queue, inbox) -> None:
+    for i in range(120):
+        (inbox / f"f{i:03d}.csv").write_text(f"row {i}\n")
+    source = LocalFolderSource(
+        source_id="many", directory=str(inbox), max_parallel=4, small_item_batch=50
+    )
+    state = run(save_block, sqlite_ledger, queue, source)
+    result = state.result()
+    assert (result["landed"], result["failed"]) == (120, 0)
+    assert len(landed_files(queue.landing_root)) == 120
+    assert task_names(state).count("land-batch") == 4  # 4 x 30, not 120 task runs
+    assert "land-item" not in task_names(state)
+    assert run(save_block, sqlite_ledger, queue, source).result()["landed"] == 0
+
+
+def test_item_failing_in_a_batch_is_retried_alone_then_fails_alone(
+    save_block, sqlite_ledger, queue, inbox, monkeypatch
+) -> None:
+    for i in range(8):
+        (inbox / f"f{i}.csv").write_text(f"row {i}\n")
+    attempts: dict[str, int] = {}
+    real_fetch = LocalFolderSource.fetch
+
+    def flaky(self, candidate, out):
+        attempts[candidate.name] = attempts.get(candidate.name, 0) + 1
+        if candidate.name == "f2.csv" and attempts[candidate.name] == 1:
+            raise ConnectionError("link dropped")  # transient: lands on its retry
+        if candidate.name == "f5.csv":
+            raise PermissionError("f5.csv: permission denied")  # fails every attempt
+        if candidate.name == "f6.csv":
+            raise ChecksumMismatch("f6.csv: not what was announced")  # final: no retry
+        return real_fetch(self, candidate, out)
+
+    monkeypatch.setattr(LocalFolderSource, "fetch", flaky)
+    source = LocalFolderSource(
+        source_id="flaky",
+        directory=str(inbox),
+        max_parallel=2,
+        retries=2,
+        retry_delay_seconds=0.01,
+    )
+    state = run(save_block, sqlite_ledger, queue, source)
+    result = state.result()
+    assert (result["landed"], result["failed"]) == (6, 2), result
+    assert attempts["f2.csv"] == 2
+    assert attempts["f5.csv"] == 3, "1 + retries attempts in all, as for a land-item task"
+    assert attempts["f6.csv"] == 1
+    assert all(attempts[f"f{i}.csv"] == 1 for i in (0, 1, 3, 4, 7))
+    names = task_names(state)
+    assert names.count("land-batch") == 2 and names.count("land-item") == 2
+    failed = {r["name"] for r in sqlite_ledger.recent_items("flaky") if r["status"] == "failed"}
+    assert failed == {"f5.csv", "f6.csv"}
