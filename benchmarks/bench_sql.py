@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,13 @@ def main() -> None:
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sql-"))
+    try:
+        measure(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # ~0.6 GB of landed CSV per run
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} cores, load average {load:.2f} at start")
     pg_db = f"bench_sql_{uuid.uuid4().hex[:8]}"
