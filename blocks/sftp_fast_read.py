@@ -4,8 +4,7 @@ paramiko's `SFTPFile.readv`/`prefetch` run a helper thread that polls every 10 m
 free request slot, keep answers in a dict until asked for, and copy each answer several
 times (packet reassembly, message parsing, joining). This reader keeps a fixed number of
 SSH_FXP_READ requests in flight from the calling thread and streams each SSH_FXP_DATA
-payload to the sink as it arrives, so memory is bounded by the requests in flight and
-the bytes are copied once on the way from the channel to the sink.
+payload to the sink as one block, so memory is bounded by the requests in flight.
 
 It relies on what OpenSSH's sftp-server does: answers in request order and full-length
 reads of a regular file except at its end. Anything else (an error status, a reply out
@@ -52,15 +51,6 @@ def _recv_exact(chan: paramiko.Channel, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _stream(chan: paramiko.Channel, n: int, sink: BinaryIO) -> None:
-    while n > 0:
-        data = chan.recv(n)
-        if not data:
-            raise EOFError("SFTP channel closed")
-        sink.write(data)
-        n -= len(data)
-
-
 def pipelined_download(
     sftp: paramiko.SFTPClient,
     handle: bytes,
@@ -105,7 +95,9 @@ def pipelined_download(
             raise SftpReadError(f"short read at offset {offset}: {data_len} of {length} bytes")
         if next_offset < size:
             send_next()  # keep the pipe full before streaming this answer
-        _stream(chan, data_len, sink)
+        # one block per answer: handing the write-behind thread each 32 KiB SSH packet
+        # instead costs a GIL hand-off per packet (measured 313 vs 352 MB/s median)
+        sink.write(_recv_exact(chan, data_len))
         done += data_len
     return done
 
