@@ -97,6 +97,7 @@ def openssh_get(server, key: Path, remote: Path, dest: Path, glob: str) -> tuple
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
         "-o", "BatchMode=yes", f"{sftp_server.USER}@127.0.0.1",
     ]  # fmt: skip
+    os.sync()  # start from clean page cache: the last run's dirty pages are not ours
     seconds, rss, _ = run_child(cmd, dict(os.environ))
     return seconds, rss
 
@@ -109,6 +110,7 @@ def ours(server, key: Path, remote: Path, work: Path, env, parallel: int, conns:
         str(key), server.host_key_line, str(remote), str(work), str(parallel), str(conns),
         mode,
     ]  # fmt: skip
+    os.sync()  # as for OpenSSH: no earlier run's writeback during this one
     _, rss, out = run_child(argv, env)
     return json.loads(out.strip().splitlines()[-1]), rss
 
@@ -195,6 +197,7 @@ def main() -> None:
                 ("small", small_dir, "*", args.small, small_mb),
             ):
                 t_ref, rss_ref = openssh_get(server, key, remote, work / f"ssh-{what}", glob)
+                shutil.rmtree(work / f"ssh-{what}")
                 counts, rss = ours(
                     server, key, remote, work / f"flow-{what}", env, args.parallel,
                     flow_conns, "flow",
