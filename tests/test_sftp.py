@@ -394,3 +394,41 @@ def test_ranged_download_refuses_a_file_that_changed_since_listing(sshd, remote,
     with open(staged, "wb") as fh, pytest.raises(IngestError, match="size changed"):
         source.fetch(cand, HashingWriter(fh, staged))
     source.close()
+
+
+def test_listed_size_is_checked_by_an_end_of_file_probe(sshd, remote):
+    """The fast path reads the listed size, probes for end-of-file and closes the handle in
+    one pipeline: a file that grew since the listing is refused, the link stays usable."""
+    from blocks.sftp_fast_read import SftpReadError, pipelined_download
+
+    data = os.urandom(700_000)
+    sshd.put(remote, "f.bin", data, OLD)
+    source = make(sshd, remote)
+    conn = source._conn()
+    fh = conn.sftp.open(str(remote / "f.bin"), "rb")
+    out = io.BytesIO()
+    assert pipelined_download(conn.sftp, fh.handle, len(data), out, 255 * 1024, 4, finish=True)
+    assert out.getvalue() == data
+    with pytest.raises(SftpReadError, match="status"):  # the handle was closed already
+        pipelined_download(conn.sftp, fh.handle, 10, io.BytesIO(), 255 * 1024, 4)
+    source._drop_conn()
+
+    conn = source._conn()
+    fh = conn.sftp.open(str(remote / "f.bin"), "rb")
+    with pytest.raises(SftpReadError, match="grew past the expected 600000 bytes"):
+        pipelined_download(conn.sftp, fh.handle, 600_000, io.BytesIO(), 255 * 1024, 4, finish=True)
+    source._drop_conn()
+
+    conn = source._conn()
+    sshd.put(remote, "empty.bin", b"", OLD)
+    fh = conn.sftp.open(str(remote / "empty.bin"), "rb")
+    assert (
+        pipelined_download(conn.sftp, fh.handle, 0, io.BytesIO(), 255 * 1024, 4, finish=True) == 0
+    )
+    assert "f.bin" in conn.sftp.listdir(str(remote))  # replies were all consumed in order
+
+    [cand] = [c for c in source.discover(DiscoverContext(DAY)) if c.name == "f.bin"]
+    sshd.put(remote, "f.bin", data + b"more", OLD)
+    with pytest.raises(Exception, match="grew past"):
+        source.fetch(cand, io.BytesIO())
+    source.close()
