@@ -41,19 +41,49 @@ class SftpReadError(IngestError):
     """The server's answer to a pipelined read was not the expected data."""
 
 
-def _recv_exact(chan: paramiko.Channel, n: int) -> bytes:
-    data = chan.recv(n)
-    if len(data) == n:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < n:
-        if not data:
-            raise EOFError("SFTP channel closed")
-        data = chan.recv(n - got)
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
+_GULP = 8 * 1024 * 1024  # more than can be buffered: recv() hands over everything queued
+
+
+class _ChannelReader:
+    """The SFTP stream of a channel, taken off paramiko's buffer in big gulps.
+
+    paramiko buffers channel data in an array that a partial `recv(n)` shifts down
+    (`del buffer[:n]`); with megabytes of answers queued, reading one 255 KiB answer at
+    a time moved the rest each time: a third of the GIL time of a download in a py-spy
+    profile. Asking for more than is queued takes all of it and empties the buffer
+    (1 GiB A/B medians of 4: 353 vs 313 MB/s, 2.4 vs 3.2 CPU-s).
+    Only this download's requests are outstanding, so nothing taken belongs to anyone
+    else; the caller checks that nothing is left over.
+    """
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._chan = chan
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # read position in the first chunk
+        self.buffered = 0
+
+    def read(self, n: int) -> bytes:
+        while self.buffered < n:
+            data = self._chan.recv(_GULP)
+            if not data:
+                raise EOFError("SFTP channel closed")
+            self._chunks.append(data)
+            self.buffered += len(data)
+        self.buffered -= n
+        first = self._chunks[0]
+        if self._offset == 0 and len(first) == n:
+            return self._chunks.popleft()
+        parts = []
+        while n:
+            first = self._chunks[0]
+            take = min(len(first) - self._offset, n)
+            parts.append(memoryview(first)[self._offset : self._offset + take])
+            n -= take
+            self._offset += take
+            if self._offset == len(first):
+                self._chunks.popleft()
+                self._offset = 0
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
 
 
 def pipelined_download(
@@ -75,6 +105,7 @@ def pipelined_download(
     """
     chan = sftp.get_channel()
     assert chan is not None
+    reader = _ChannelReader(chan)
     pending: deque[tuple[int, int, int]] = deque()  # (request id, kind, offset/length)
     next_offset = start
     tail_sent = not finish
@@ -104,12 +135,12 @@ def pipelined_download(
     done = 0
     while pending:
         req_id, offset, length = pending.popleft()
-        packet_len, kind, got_id = _HEADER.unpack(_recv_exact(chan, _HEADER.size))
+        packet_len, kind, got_id = _HEADER.unpack(reader.read(_HEADER.size))
         if got_id != req_id:
             raise SftpReadError(f"reply to request {got_id} while waiting for {req_id}")
         if kind == _FXP_STATUS:
-            code = struct.unpack(">I", _recv_exact(chan, 4))[0]
-            _recv_exact(chan, packet_len - 9)  # message and language tag
+            code = struct.unpack(">I", reader.read(4))[0]
+            reader.read(packet_len - 9)  # message and language tag
             if (length == _EOF_PROBE and code == _STATUS_EOF) or (
                 length == _CLOSE and code == _STATUS_OK
             ):
@@ -120,15 +151,17 @@ def pipelined_download(
             raise SftpReadError(f"unexpected SFTP reply type {kind}")
         if length == _EOF_PROBE:
             raise SftpReadError(f"the file grew past the expected {size} bytes")
-        (data_len,) = struct.unpack(">I", _recv_exact(chan, 4))
+        (data_len,) = struct.unpack(">I", reader.read(4))
         if data_len != length:
             raise SftpReadError(f"short read at offset {offset}: {data_len} of {length} bytes")
         if next_offset < size:
             send_next()  # keep the pipe full before streaming this answer
         # one block per answer: handing the write-behind thread each 32 KiB SSH packet
         # instead costs a GIL hand-off per packet (measured 313 vs 352 MB/s median)
-        sink.write(_recv_exact(chan, data_len))
+        sink.write(reader.read(data_len))
         done += data_len
+    if reader.buffered:
+        raise SftpReadError(f"{reader.buffered} unexpected bytes after the last answer")
     return done
 
 

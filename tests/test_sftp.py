@@ -432,3 +432,27 @@ def test_listed_size_is_checked_by_an_end_of_file_probe(sshd, remote):
     with pytest.raises(Exception, match="grew past"):
         source.fetch(cand, io.BytesIO())
     source.close()
+
+
+def test_channel_reader_splits_and_joins_gulps_exactly():
+    """Answers straddle the chunks paramiko hands over; every byte comes out once, in order."""
+    from blocks.sftp_fast_read import _ChannelReader
+
+    data = os.urandom(10_000)
+    cuts = [0, 1, 7, 4096, 4100, 9000, 10_000]
+
+    class Gulps:
+        def __init__(self):
+            self.chunks = [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+
+        def recv(self, n):
+            return self.chunks.pop(0) if self.chunks else b""
+
+    reader = _ChannelReader(Gulps())  # type: ignore[arg-type]
+    sizes = [1, 3, 3, 4089, 4, 1, 4899, 999]
+    out = [reader.read(n) for n in sizes]
+    assert [len(x) for x in out] == sizes and b"".join(out) == data[: sum(sizes)]
+    assert reader.buffered == 10_000 - sum(sizes)
+    assert reader.read(reader.buffered) == data[sum(sizes) :]
+    with pytest.raises(EOFError):
+        reader.read(1)
