@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import posixpath
 import re
 import stat
@@ -19,7 +20,7 @@ from blocks.errors import ConfigError, IngestError
 from blocks.run_logger import run_logger
 from blocks.sftp_connection import SftpConnection, SftpLogin, fingerprint
 from blocks.sftp_fast_read import SftpReadError, pipelined_download, ranged_readv
-from blocks.sftp_parallel import parallel_download
+from blocks.sftp_parallel import RangedDownloadError, parallel_download
 from blocks.source import Candidate, DiscoverContext, SourceBlock
 from blocks.write_behind import ThreadedSink
 
@@ -45,10 +46,10 @@ class SftpSource(SourceBlock):
     The server's host key must match `host_key` (an OpenSSH public key line or a
     `SHA256:...` fingerprint) unless `accept_unknown_host_key` is set. Each download thread
     keeps one SFTP connection and reuses it; reads are pipelined so a single file streams at
-    several hundred MB/s. With `connections_per_file` > 1, files of at least
-    `parallel_min_mb` are split into byte ranges fetched at once over separate connections,
-    one process each (useful on hosts with spare cores). Dropped links are reconnected on
-    the item's retry.
+    several hundred MB/s. Files of at least `parallel_min_mb` are split into
+    `connections_per_file` byte ranges fetched at once over separate connections, one
+    process each; if the server refuses the extra logins, one connection is used. Dropped
+    links are reconnected on the item's retry.
     """
 
     _block_type_name = "SFTP Source"
@@ -104,12 +105,13 @@ class SftpSource(SourceBlock):
     )
 
     connections_per_file: int = Field(
-        default=1,
+        default=2,
         ge=1,
         le=16,
         description=(
             "Files of at least parallel_min_mb are downloaded in byte ranges over this many "
-            "connections at once, each in its own process (1: one connection per file)."
+            "connections at once, each in its own process (1: one connection per file). "
+            "If the server refuses the extra logins, the file comes over one connection."
         ),
     )
     parallel_min_mb: int = Field(
@@ -273,21 +275,31 @@ class SftpSource(SourceBlock):
                         f"{candidate.name}: size changed since the listing "
                         f"({candidate.size} listed, {size} now); will retry"
                     )
-                ranged = parallel_download(
-                    self._login(), path, size, out,  # type: ignore[arg-type]
-                    parts=self.connections_per_file,
-                    read_size=_READ_SIZE,
-                    in_flight=_FAST_IN_FLIGHT,
-                    stall_seconds=self.operation_timeout_seconds,
-                )  # fmt: skip
-                run_logger("ingest.sftp").info(
-                    "%s: %d bytes over %d connections (worker peak RSS %s MB)",
-                    candidate.name,
-                    ranged.bytes,
-                    len(ranged.worker_peak_rss_kb),
-                    "/".join(str(kb // 1024) for kb in ranged.worker_peak_rss_kb),
-                )
-                return None
+                try:
+                    ranged = parallel_download(
+                        self._login(), path, size, out,  # type: ignore[arg-type]
+                        parts=self.connections_per_file,
+                        read_size=_READ_SIZE,
+                        in_flight=_FAST_IN_FLIGHT,
+                        stall_seconds=self.operation_timeout_seconds,
+                    )  # fmt: skip
+                except RangedDownloadError as exc:
+                    if exc.started or getattr(out, "size", 0):
+                        raise
+                    # e.g. the server caps logins per user: one stream still works
+                    run_logger("ingest.sftp").warning(
+                        "%s: %s; downloading over one connection instead", candidate.name, exc
+                    )
+                    os.truncate(out.path, 0)  # type: ignore[attr-defined]
+                else:
+                    run_logger("ingest.sftp").info(
+                        "%s: %d bytes over %d connections (worker peak RSS %s MB)",
+                        candidate.name,
+                        ranged.bytes,
+                        len(ranged.worker_peak_rss_kb),
+                        "/".join(str(kb // 1024) for kb in ranged.worker_peak_rss_kb),
+                    )
+                    return None
             fh = conn.sftp.open(path, "rb")
             finished = False
             try:

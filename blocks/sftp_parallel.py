@@ -34,6 +34,15 @@ from blocks.sftp_connection import SftpLogin
 _WORKER = Path(__file__).resolve().parent / "sftp_range_worker.py"
 
 
+class RangedDownloadError(IngestError):
+    """A ranged download failed; `started` says whether any range had received data
+    (if none had, e.g. the server refused the extra logins, a single stream may work)."""
+
+    def __init__(self, message: str, started: bool) -> None:
+        super().__init__(message)
+        self.started = started
+
+
 class InPlaceWriter(Protocol):
     """The pipeline writer's side a parallel download needs (flows.pipeline.HashingWriter)."""
 
@@ -167,18 +176,23 @@ def parallel_download(
                     selector.unregister(key.fileobj)
                     open_pipes -= 1
                 if w.error:
-                    raise IngestError(f"SFTP ranged download, connection {w.index + 1}: {w.error}")
+                    raise RangedDownloadError(
+                        f"SFTP ranged download, connection {w.index + 1}: {w.error}",
+                        started=any(x.done for x in workers),
+                    )
             out.hash_written(_contiguous(workers))
             if time.monotonic() - last_news > stall_seconds:
-                raise IngestError(
-                    f"SFTP ranged download stalled: no progress for {stall_seconds:.0f} s"
+                raise RangedDownloadError(
+                    f"SFTP ranged download stalled: no progress for {stall_seconds:.0f} s",
+                    started=any(x.done for x in workers),
                 )
         for w in workers:
             w.proc.wait()
             if not w.ok:
-                raise IngestError(
+                raise RangedDownloadError(
                     f"SFTP ranged download, connection {w.index + 1} ended early "
-                    f"(exit status {w.proc.returncode}, {w.done} of {w.length} bytes)"
+                    f"(exit status {w.proc.returncode}, {w.done} of {w.length} bytes)",
+                    started=any(x.done for x in workers),
                 )
         done = _contiguous(workers)
         out.hash_written(done)

@@ -348,9 +348,10 @@ def test_ranged_download_fails_cleanly_when_a_link_drops_then_retries(sshd, remo
     from blocks.errors import IngestError
     from flows.pipeline import HashingWriter
 
-    data = os.urandom(1024 * 1024) * 120
+    # 120 MB per connection: the kill (after the first 8 MiB) must land well before the end
+    data = os.urandom(1024 * 1024) * 240
     sshd.put(remote, "big.bin", data, OLD)
-    source = make(sshd, remote, connections_per_file=3, parallel_min_mb=1)
+    source = make(sshd, remote, connections_per_file=2, parallel_min_mb=1)
     [cand] = list(source.discover(DiscoverContext(DAY)))
 
     staged = tmp_path / "first.part"
@@ -368,7 +369,7 @@ def test_ranged_download_fails_cleanly_when_a_link_drops_then_retries(sshd, remo
         with pytest.raises(IngestError, match="ranged download"):
             source.fetch(cand, writer)
         writer.close()
-    assert dropped and dropped[0] >= 3
+    assert dropped and dropped[0] >= 3  # the block's own session and the two workers'
     assert writer.size < len(data)
     source._drop_conn()  # its session was killed too (the pipeline's retry would reconnect)
 
@@ -456,3 +457,41 @@ def test_channel_reader_splits_and_joins_gulps_exactly():
     assert reader.read(reader.buffered) == data[sum(sizes) :]
     with pytest.raises(EOFError):
         reader.read(1)
+
+
+def test_refused_extra_logins_fall_back_to_one_connection(sshd, remote, tmp_path, monkeypatch):
+    """Range workers the server will not let in (here: workers that report a refused login)
+    make the file come over the block's own connection; the login reached them on stdin
+    only, never in their argv or environment."""
+    import blocks.sftp_parallel as parallel
+    from flows.pipeline import HashingWriter
+
+    seen = tmp_path / "seen"
+    refusing = tmp_path / "refusing_worker.py"
+    refusing.write_text(
+        "import json, os, sys\n"
+        f"open({str(seen)!r}, 'a').write(json.dumps({{'argv': sys.argv, "
+        "'env': dict(os.environ), 'stdin': sys.stdin.readline()}) + '\\n')\n"
+        "print('ERR SftpAuthError: login refused (too many sessions)', flush=True)\n"
+        "sys.exit(3)\n"
+    )
+    monkeypatch.setattr(parallel, "_WORKER", refusing)
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    sshd.put(remote, "big.bin", data, OLD)
+    source = make(sshd, remote, connections_per_file=3, parallel_min_mb=1)
+    [cand] = list(source.discover(DiscoverContext(DAY)))
+    staged = tmp_path / "x.part"
+    with open(staged, "wb") as fh:
+        writer = HashingWriter(fh, staged)
+        source.fetch(cand, writer)
+        writer.close()
+    assert writer.hexdigest() == sha(data) and sha(staged.read_bytes()) == sha(data)
+    source.close()
+    import json
+
+    workers = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert workers, "the ranged path was not tried"
+    for worker in workers:
+        assert sftp_server.PASSWORD not in " ".join(worker["argv"])
+        assert sftp_server.PASSWORD not in json.dumps(worker["env"])
+        assert sftp_server.PASSWORD in worker["stdin"]
