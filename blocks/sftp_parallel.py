@@ -114,6 +114,11 @@ class _Worker:
             self.proc.stdout.close()
 
 
+def _any_data(workers: Sequence[_Worker]) -> bool:
+    """Whether any range has reported data (a failure before that may be a refused login)."""
+    return any(w.done for w in workers)
+
+
 def _contiguous(workers: Sequence[_Worker]) -> int:
     """How far from byte 0 the staging file is complete."""
     upto = 0
@@ -178,13 +183,13 @@ def parallel_download(
                 if w.error:
                     raise RangedDownloadError(
                         f"SFTP ranged download, connection {w.index + 1}: {w.error}",
-                        started=any(x.done for x in workers),
+                        started=_any_data(workers),
                     )
             out.hash_written(_contiguous(workers))
             if time.monotonic() - last_news > stall_seconds:
                 raise RangedDownloadError(
                     f"SFTP ranged download stalled: no progress for {stall_seconds:.0f} s",
-                    started=any(x.done for x in workers),
+                    started=_any_data(workers),
                 )
         for w in workers:
             w.proc.wait()
@@ -192,7 +197,7 @@ def parallel_download(
                 raise RangedDownloadError(
                     f"SFTP ranged download, connection {w.index + 1} ended early "
                     f"(exit status {w.proc.returncode}, {w.done} of {w.length} bytes)",
-                    started=any(x.done for x in workers),
+                    started=_any_data(workers),
                 )
         done = _contiguous(workers)
         out.hash_written(done)

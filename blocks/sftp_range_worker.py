@@ -33,7 +33,6 @@ class _RangeFile:
         self._pos = start
         self.written = 0
         self._reported = 0
-        self._lock = threading.Lock()
 
     def write(self, data: bytes) -> int:
         view = memoryview(data)

@@ -43,6 +43,19 @@ def keep_result(state: Any, ledger: Ledger, source_id: str) -> Any:
     return state
 
 
+def run_flow(flow: Any, save_block: Any, ledger: Ledger, queue: Any, source: Any, **params):
+    """Save the three blocks, run a source flow on them, return its final state (with
+    its counts, see `keep_result`)."""
+    state = flow(
+        source_block=save_block(source, "source"),
+        ledger_block=save_block(ledger, "ledger"),
+        queue_block=save_block(queue, "queue"),
+        return_state=True,
+        **params,
+    )
+    return keep_result(state, ledger, source.source_id)
+
+
 def landed(ledger: Ledger, source_id: str) -> list[dict]:
     """Landed ledger rows, oldest first."""
     rows = [r for r in ledger.recent_items(source_id, 1000) if r["status"] == "landed"]

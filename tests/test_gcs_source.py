@@ -13,7 +13,7 @@ from blocks.errors import ConfigError
 from blocks.gcs_source import GcsSource
 from flows.object_store import ingest_gcs
 from flows.pipeline import landed_files
-from tests.landed_rows import keep_result
+from tests.landed_rows import run_flow
 from tests.objstore_servers import ACCESS_TOKEN, gcp_credentials
 
 pytest_plugins = ["tests.objstore_servers"]  # gcs_emulator, gcp_env, gcs_bucket, ...
@@ -21,14 +21,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def run(save_block, ledger, queue, source: GcsSource, **params):
-    state = ingest_gcs(
-        source_block=save_block(source, "gcs"),
-        ledger_block=save_block(ledger, "ledger"),
-        queue_block=save_block(queue, "queue"),
-        return_state=True,
-        **params,
-    )
-    return keep_result(state, ledger, source.source_id)
+    return run_flow(ingest_gcs, save_block, ledger, queue, source, **params)
 
 
 def counts(state) -> dict:

@@ -23,21 +23,14 @@ from blocks.errors import ConfigError, LedgerError
 from blocks.source import Candidate, SourceBlock
 from flows.local_folder import ingest_local_folder
 from flows.pipeline import landed_files, run_source
-from tests.landed_rows import keep_result
+from tests.landed_rows import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(save_block, ledger: Ledger, queue: IngestionQueue, source: LocalFolderSource, **params):
-    state = ingest_local_folder(
-        source_block=save_block(source, "src"),
-        ledger_block=save_block(ledger, "ledger"),
-        queue_block=save_block(queue, "queue"),
-        return_state=True,
-        **params,
-    )
-    return keep_result(state, ledger, source.source_id)
+    return run_flow(ingest_local_folder, save_block, ledger, queue, source, **params)
 
 
 def counts(state) -> dict:

@@ -13,7 +13,7 @@ from blocks.errors import ChecksumMismatch
 from blocks.source import Candidate
 from flows.local_folder import ingest_local_folder
 from flows.pipeline import SMALL_ITEM_BYTES, landed_files, plan_batches
-from tests.landed_rows import keep_result
+from tests.landed_rows import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -49,14 +49,9 @@ def test_plan_batches_keeps_order_and_big_items_alone(tmp_path) -> None:
 
 
 def run(save_block, ledger, queue, source):
-    state = ingest_local_folder(
-        source_block=save_block(source, "src"),
-        ledger_block=save_block(ledger, "ledger"),
-        queue_block=save_block(queue, "queue"),
-        return_state=True,
-        fail_on_item_error=False,
+    return run_flow(
+        ingest_local_folder, save_block, ledger, queue, source, fail_on_item_error=False
     )
-    return keep_result(state, ledger, source.source_id)
 
 
 def task_names(state) -> list[str]:

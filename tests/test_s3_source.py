@@ -16,7 +16,7 @@ from blocks.s3_source import S3Source
 from blocks.source import Candidate
 from flows.object_store import ingest_s3
 from flows.pipeline import landed_files
-from tests.landed_rows import keep_result
+from tests.landed_rows import run_flow
 from tests.objstore_servers import aws_credentials
 
 pytest_plugins = ["tests.objstore_servers"]  # moto_endpoint, s3_bucket
@@ -24,14 +24,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def run(save_block, ledger, queue, source: S3Source, **params):
-    state = ingest_s3(
-        source_block=save_block(source, "s3"),
-        ledger_block=save_block(ledger, "ledger"),
-        queue_block=save_block(queue, "queue"),
-        return_state=True,
-        **params,
-    )
-    return keep_result(state, ledger, source.source_id)
+    return run_flow(ingest_s3, save_block, ledger, queue, source, **params)
 
 
 def counts(state) -> dict:

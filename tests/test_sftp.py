@@ -74,6 +74,17 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def fetch_to(source: SftpSource, cand, staged: Path):
+    """Fetch into a staging file through the pipeline's writer; returns the writer."""
+    from flows.pipeline import HashingWriter
+
+    with open(staged, "wb") as fh:
+        writer = HashingWriter(fh, staged)
+        source.fetch(cand, writer)
+        writer.close()
+    return writer
+
+
 def test_date_pattern_sidecars_and_rerun(sshd, remote, save_block, sqlite_ledger, queue):
     good = b"id,amount\n1,10\n"
     bad = b"id,amount\n2,20\n"
@@ -374,10 +385,7 @@ def test_ranged_download_fails_cleanly_when_a_link_drops_then_retries(sshd, remo
     source._drop_conn()  # its session was killed too (the pipeline's retry would reconnect)
 
     staged = tmp_path / "second.part"
-    with open(staged, "wb") as fh:
-        writer = HashingWriter(fh, staged)
-        source.fetch(cand, writer)
-        writer.close()
+    writer = fetch_to(source, cand, staged)
     assert writer.size == len(data) and writer.hexdigest() == sha(data)
     assert sha(staged.read_bytes()) == sha(data)
     source.close()
@@ -464,7 +472,6 @@ def test_refused_extra_logins_fall_back_to_one_connection(sshd, remote, tmp_path
     make the file come over the block's own connection; the login reached them on stdin
     only, never in their argv or environment."""
     import blocks.sftp_parallel as parallel
-    from flows.pipeline import HashingWriter
 
     seen = tmp_path / "seen"
     refusing = tmp_path / "refusing_worker.py"
@@ -481,10 +488,7 @@ def test_refused_extra_logins_fall_back_to_one_connection(sshd, remote, tmp_path
     source = make(sshd, remote, connections_per_file=3, parallel_min_mb=1)
     [cand] = list(source.discover(DiscoverContext(DAY)))
     staged = tmp_path / "x.part"
-    with open(staged, "wb") as fh:
-        writer = HashingWriter(fh, staged)
-        source.fetch(cand, writer)
-        writer.close()
+    writer = fetch_to(source, cand, staged)
     assert writer.hexdigest() == sha(data) and sha(staged.read_bytes()) == sha(data)
     source.close()
     import json

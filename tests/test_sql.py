@@ -18,7 +18,7 @@ from blocks import IngestionQueue, Ledger, QueueConsumer
 from blocks.errors import ConfigError, LedgerError
 from blocks.sql_source import SqlSource
 from flows.sql import ingest_sql
-from tests.landed_rows import counts, delivered_ids, keep_result, landed, read_rows
+from tests.landed_rows import counts, delivered_ids, landed, read_rows, run_flow
 from tests.sql_servers import SourceDb, my_source, pg_source  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -28,14 +28,7 @@ PAST = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 # ----------------------------------------------------------------------------- helpers
 def run(save_block, ledger: Ledger, queue: IngestionQueue, source: SqlSource, **params):
-    state = ingest_sql(
-        source_block=save_block(source, "sql"),
-        ledger_block=save_block(ledger, "ledger"),
-        queue_block=save_block(queue, "queue"),
-        return_state=True,
-        **params,
-    )
-    return keep_result(state, ledger, source.source_id)
+    return run_flow(ingest_sql, save_block, ledger, queue, source, **params)
 
 
 def watermark(ledger: Ledger, source_id: str) -> dict | None:

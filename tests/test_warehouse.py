@@ -49,7 +49,7 @@ from blocks.warehouse_watermark import (
 from blocks.watermark_values import from_json, kind_of, text_label, to_json
 from flows.bigquery import ingest_bigquery
 from flows.snowflake import ingest_snowflake
-from tests.landed_rows import counts, delivered_ids, keep_result, landed, read_rows
+from tests.landed_rows import counts, delivered_ids, landed, read_rows, run_flow
 from tests.warehouse_servers import (  # noqa: F401
     BqEmulator,
     FakeSnow,
@@ -67,15 +67,7 @@ UTC = timezone.utc
 
 # ----------------------------------------------------------------------------- helpers
 def run(flow, save_block, ledger: Ledger, queue: IngestionQueue, source, **params):
-    state = flow(
-        source_block=save_block(source, "wh"),
-        ledger_block=save_block(ledger, "ledger"),
-        queue_block=save_block(queue, "queue"),
-        date=DAY,
-        return_state=True,
-        **params,
-    )
-    return keep_result(state, ledger, source.source_id)
+    return run_flow(flow, save_block, ledger, queue, source, date=DAY, **params)
 
 
 def queued(ledger: Ledger) -> int:
