@@ -21,5 +21,5 @@ def print_table(rows: Sequence[tuple], unit: str = "files", rate: str = "files/s
         label, tool, count, mb, seconds, peak = row
         print(
             f"{label:<{w}} {tool:<{t}} {count:>7} {mb:>8.1f} {seconds:>8.2f} "
-            f"{count / seconds:>9.1f} {mb / seconds:>8.1f} {peak:>7}"
+            f"{count / seconds:>9.1f} {mb / seconds:>8.1f} {peak:>7.0f}"
         )

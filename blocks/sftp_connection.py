@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import paramiko
 
 from blocks.errors import IngestError
+from blocks.sftp_chunk_pipe import open_sftp_channel
 
 # Large SSH windows and packets let many SFTP read requests be in flight at once; with
 # paramiko's defaults (2 MB window, 32 KB packet) a single stream is window-bound.
@@ -117,10 +118,9 @@ class SftpConnection:
             transport.start_client(timeout=login.connect_timeout)
             _check_host_key(login, transport.get_remote_server_key())
             self._authenticate()
-            self.sftp = paramiko.SFTPClient.from_transport(
-                transport, window_size=_WINDOW, max_packet_size=_MAX_PACKET
-            )
-            self.sftp.get_channel().settimeout(login.operation_timeout)
+            channel = open_sftp_channel(transport, _WINDOW, _MAX_PACKET)
+            channel.settimeout(login.operation_timeout)
+            self.sftp = paramiko.SFTPClient(channel)
         except IngestError:
             transport.close()
             raise

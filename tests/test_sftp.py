@@ -443,28 +443,79 @@ def test_listed_size_is_checked_by_an_end_of_file_probe(sshd, remote):
     source.close()
 
 
-def test_channel_reader_splits_and_joins_gulps_exactly():
-    """Answers straddle the chunks paramiko hands over; every byte comes out once, in order."""
+def test_channel_reader_splits_and_joins_chunks_exactly():
+    """Answers straddle the packets the channel hands over (the first of a batch may be a
+    view of a partly read packet); every byte comes out once, in order, and each wait asks
+    for just what the answer still lacks."""
     from blocks.sftp_fast_read import _ChannelReader
 
     data = os.urandom(10_000)
-    cuts = [0, 1, 7, 4096, 4100, 9000, 10_000]
+    batches = [
+        [data[0:1], data[1:7]],
+        [memoryview(data[0:4096])[7:]],  # the rest of a packet whose head was read
+        [data[4096:4100], data[4100:9000]],
+        [data[9000:10_000]],
+    ]
+    assert b"".join(bytes(c) for b in batches for c in b) == data
+    asked = []
 
-    class Gulps:
-        def __init__(self):
-            self.chunks = [data[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    def receive(min_bytes):
+        asked.append(min_bytes)
+        chunks = batches.pop(0) if batches else []
+        return chunks, sum(len(c) for c in chunks)
 
-        def recv(self, n):
-            return self.chunks.pop(0) if self.chunks else b""
-
-    reader = _ChannelReader(Gulps())  # type: ignore[arg-type]
+    reader = _ChannelReader(receive)
     sizes = [1, 3, 3, 4089, 4, 1, 4899, 999]
     out = [reader.read(n) for n in sizes]
+    assert all(type(x) is bytes for x in out)
     assert [len(x) for x in out] == sizes and b"".join(out) == data[: sum(sizes)]
+    assert asked == [1, 4089, 4, 999]  # a wait only when the buffered bytes run short
     assert reader.buffered == 10_000 - sum(sizes)
     assert reader.read(reader.buffered) == data[sum(sizes) :]
     with pytest.raises(EOFError):
         reader.read(1)
+
+
+def test_window_is_given_back_as_the_download_is_read(sshd, remote, monkeypatch):
+    """The chunk pipe's reader returns the bytes it takes to the server's window: with a
+    1 MiB window a 6 MB download would stall after the first MiB otherwise."""
+    import blocks.sftp_connection as connection
+    from blocks.sftp_fast_read import pipelined_download
+
+    monkeypatch.setattr(connection, "_WINDOW", 1024 * 1024)
+    data = os.urandom(6_000_000)
+    sshd.put(remote, "f.bin", data, OLD)
+    source = make(sshd, remote, operation_timeout_seconds=5)
+    conn = source._conn()
+    assert conn.sftp.get_channel().in_window_size == 1024 * 1024
+    with conn.sftp.open(str(remote / "f.bin"), "rb") as fh:
+        out = io.BytesIO()
+        assert pipelined_download(conn.sftp, fh.handle, len(data), out, 255 * 1024, 3) == len(data)
+    assert out.getvalue() == data
+    assert "f.bin" in conn.sftp.listdir(str(remote))  # plain requests still work on the pipe
+    source.close()
+
+
+def test_read_requests_go_out_several_to_a_packet(sshd, remote):
+    """With 8 reads in flight, requests are topped up two at a time in one channel send,
+    not one send per answer (each send is an SSH packet paramiko builds and encrypts)."""
+    from blocks.sftp_fast_read import pipelined_download
+
+    data = os.urandom(40 * 255 * 1024 + 5)
+    sshd.put(remote, "f.bin", data, OLD)
+    source = make(sshd, remote)
+    conn = source._conn()
+    chan = conn.sftp.get_channel()
+    sends = []
+    real_sendall = chan.sendall
+    chan.sendall = lambda payload: (sends.append(payload), real_sendall(payload))[1]
+    with conn.sftp.open(str(remote / "f.bin"), "rb") as fh:
+        out = io.BytesIO()
+        assert pipelined_download(conn.sftp, fh.handle, len(data), out, 255 * 1024, 8) == len(data)
+    assert out.getvalue() == data
+    assert len(sends) == 1 + -(-(41 - 8) // 2)  # 41 reads: the first 8, then pairs
+    assert all(len(p) > 0 for p in sends)
+    source.close()
 
 
 def test_refused_extra_logins_fall_back_to_one_connection(sshd, remote, tmp_path, monkeypatch):

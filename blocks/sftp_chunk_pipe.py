@@ -1,0 +1,163 @@
+"""A channel input buffer for paramiko that keeps the packets it is fed instead of copying.
+
+paramiko's `BufferedPipe` copies every SSH packet into an array (`frombytes`, growing and
+reallocating it while megabytes of answers queue) and every read out of it twice
+(`array[:n].tobytes()`), and it wakes a waiting reader for each 32 KiB packet. In a
+`py-spy --gil` profile of a 1 GiB download those copies were 37% of the GIL time.
+
+`ChunkPipe` keeps the packets' own bytes objects in a deque. `take` hands all of them
+over at once and sleeps until at least `min_bytes` have arrived, so a reader that needs
+a 255 KiB answer wakes once, not eight times. Everything else paramiko asks of a channel
+buffer (`read`, `read_ready`, `empty`, `len`, `set_event`, `close`) behaves as before, so
+the ordinary SFTP requests (open, stat, listdir, rename) run unchanged on top of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import paramiko
+from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
+from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
+from paramiko.message import Message
+
+
+class ChunkPipe(BufferedPipe):
+    """`BufferedPipe` with the same behaviour, holding the fed bytes objects uncopied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of the first chunk already read
+        self._size = 0  # bytes buffered
+        self._want = 1  # a waiting reader is woken once this many bytes are buffered
+
+    # -- fed by paramiko's transport thread
+    def feed(self, data: bytes) -> None:
+        with self._lock:
+            if self._event is not None:
+                self._event.set()
+            self._chunks.append(data)  # fresh bytes from paramiko, never changed after
+            self._size += len(data)
+            if self._size >= self._want:
+                self._cv.notify_all()
+
+    # -- read by the channel's user
+    def take(self, min_bytes: int, timeout: float | None) -> list[bytes | memoryview]:
+        """Everything buffered, once at least `min_bytes` are (or the pipe is closed:
+        then possibly less, or nothing). Raises `PipeTimeout` after `timeout` seconds."""
+        with self._lock:
+            self._wait(min_bytes, timeout)
+            chunks: list[bytes | memoryview] = list(self._chunks)
+            if self._offset:
+                chunks[0] = memoryview(chunks[0])[self._offset :]
+            self._chunks.clear()
+            self._offset = self._size = 0
+            self._cleared()
+            return chunks
+
+    def read(self, nbytes: int, timeout: float | None = None) -> bytes:
+        with self._lock:
+            if not self._size:
+                if self._closed:
+                    return b""
+                if timeout == 0.0:
+                    raise PipeTimeout()
+                self._wait(1, timeout)
+            out = self._pop(min(nbytes, self._size))
+            if not self._size:
+                self._cleared()
+            return out
+
+    def read_ready(self) -> bool:
+        with self._lock:
+            return self._size > 0
+
+    def empty(self) -> bytes:
+        with self._lock:
+            out = self._pop(self._size)
+            self._cleared()
+            return out
+
+    def set_event(self, event) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            self._event = event
+            if self._closed or self._size:
+                event.set()
+            else:
+                event.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._size
+
+    # -- helpers; the caller holds the lock
+    def _wait(self, min_bytes: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._want = min_bytes
+        try:
+            while self._size < min_bytes and not self._closed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise PipeTimeout()
+                self._cv.wait(left)
+        finally:
+            self._want = 1
+
+    def _pop(self, n: int) -> bytes:
+        parts = []
+        self._size -= n
+        while n:
+            first = self._chunks[0]
+            take = min(len(first) - self._offset, n)
+            parts.append(first[self._offset : self._offset + take])  # whole: no copy
+            n -= take
+            self._offset += take
+            if self._offset == len(first):
+                self._chunks.popleft()
+                self._offset = 0
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _cleared(self) -> None:
+        if self._event is not None and not self._closed:
+            self._event.clear()
+
+
+def open_sftp_channel(
+    transport: paramiko.Transport, window_size: int, max_packet_size: int
+) -> paramiko.Channel:
+    """A session channel with a `ChunkPipe`, running the sftp subsystem.
+
+    What `SFTPClient.from_transport` does, with the pipe swapped in before the subsystem
+    starts, so no byte can have gone into paramiko's own buffer.
+    """
+    chan = transport.open_session(window_size=window_size, max_packet_size=max_packet_size)
+    chan.in_buffer = ChunkPipe()
+    chan.invoke_subsystem("sftp")
+    return chan
+
+
+def recv_chunks(chan: paramiko.Channel, min_bytes: int) -> tuple[list[bytes | memoryview], int]:
+    """`Channel.recv` for a `ChunkPipe` channel: everything buffered once `min_bytes` have
+    arrived, as the packets' own bytes (and their total). An empty result means the
+    channel closed; `TimeoutError` (`socket.timeout`) after the channel's timeout, as
+    `recv` raises.
+
+    Like `recv`, it gives the bytes taken back to the server's window.
+    """
+    pipe = chan.in_buffer
+    assert isinstance(pipe, ChunkPipe), "channel not opened by open_sftp_channel"
+    try:
+        chunks = pipe.take(min_bytes, chan.timeout)
+    except PipeTimeout:
+        raise TimeoutError(f"no SFTP answer within {chan.timeout} s") from None
+    got = sum(len(c) for c in chunks)
+    ack = chan._check_add_window(got)
+    if ack > 0:
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
+        m.add_int(chan.remote_chanid)
+        m.add_int(ack)
+        chan.transport._send_user_message(m)
+    return chunks, got
