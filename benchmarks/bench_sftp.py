@@ -4,11 +4,12 @@ Starts a local sshd (tests/sftp_server.py, needs root and openssh-server), write
 file and many small ones, then downloads them with OpenSSH's client and with this
 project, each in its own child process (peak RSS read with wait4, see child_rss.py):
 
-- big file: `sftp -b` vs the source's download path (block.fetch into the pipeline's
-  hashing writer, the code a land task runs), alternated `--rounds` times; medians
-  compared, because two shared cores make single runs swing by +-20%;
-- big file and small files: the whole ingest pipeline in a flow (list, dedupe, one land
-  task per file, ledger, hand-off) vs `sftp -b`, once.
+- big file, alternated `--rounds` times and medians compared (two shared cores make
+  single runs swing by +-20%): `sftp -b`, the source's download path (block.fetch into
+  the pipeline's hashing writer, the code a land task runs) with each of
+  `--connections`, and the whole ingest pipeline in a flow (list, dedupe, land task,
+  ledger, hand-off) with the block's default connections (or `--flow-connections`);
+- small files: the flow vs `sftp -b`, once.
 
     python benchmarks/bench_sftp.py                             # 1 GiB + 5,000 files
     python benchmarks/bench_sftp.py --big-mb 128 --small 300    # quick
@@ -46,15 +47,16 @@ source = SftpSource(source_id="bench", host=host, port=int(port), username=user,
     private_key=Path(key).read_text(), host_key=host_key, remote_dir=remote,
     max_parallel=int(parallel), connections_per_file=int(connections))
 work = Path(work)
+import blocks.sftp
+ranged = []  # each range worker's own peak RSS (it is a separate process)
+real_parallel = blocks.sftp.parallel_download
+def recording(*args, **kw):
+    ranged.append(real_parallel(*args, **kw))
+    return ranged[-1]
+blocks.sftp.parallel_download = recording
+workers_mb = lambda: max((sum(r.worker_peak_rss_kb) for r in ranged), default=0) / 1024
 if mode == "fetch":
-    import blocks.sftp
     from blocks.source import DiscoverContext
-    ranged = []  # each range worker's own peak RSS (it is a separate process)
-    real_parallel = blocks.sftp.parallel_download
-    def recording(*args, **kw):
-        ranged.append(real_parallel(*args, **kw))
-        return ranged[-1]
-    blocks.sftp.parallel_download = recording
     from flows.pipeline import HashingWriter
     [cand] = list(source.discover(DiscoverContext(date.today())))
     with open(work / "fetched.bin", "wb") as fh:
@@ -65,8 +67,7 @@ if mode == "fetch":
         seconds = time.perf_counter() - started
     assert writer.size == cand.size, (writer.size, cand.size)
     source.close()
-    workers_mb = sum(ranged[0].worker_peak_rss_kb) / 1024 if ranged else 0
-    print(json.dumps({"seconds": seconds, "workers_rss_mb": workers_mb}))
+    print(json.dumps({"seconds": seconds, "workers_rss_mb": workers_mb()}))
 else:
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -83,6 +84,7 @@ else:
     started = time.perf_counter()
     counts = bench()
     counts["process_seconds"] = time.perf_counter() - started
+    counts["workers_rss_mb"] = workers_mb()
     print(json.dumps(counts))
 """
 
@@ -115,17 +117,31 @@ def ours(server, key: Path, remote: Path, work: Path, env, parallel: int, conns:
     return json.loads(out.strip().splitlines()[-1]), rss
 
 
+def _rates(mb: float, seconds) -> str:  # noqa: ANN001
+    return ", ".join(f"{mb / t:.0f}" for t in seconds)
+
+
+def _add_big_rows(rows: list, label: str, results: list, key: str, mb: float, t_ref: float):
+    """The median row of one big-file variant, its ratio to OpenSSH, and its rounds."""
+    t = statistics.median(res[key] for res, _ in results)
+    # RSS: the child's own peak plus its range workers' (separate processes)
+    rss = max(r + res["workers_rss_mb"] for res, r in results)
+    rows.append(("big", f"{label} (median)", 1, mb, t, rss))
+    rows.append(("big", f"ratio {label}/openssh", t_ref / t))
+    print(f"big-file rounds, MB/s: {label}", _rates(mb, (res[key] for res, _ in results)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big-mb", type=int, default=1024, help="big file size in MiB")
     ap.add_argument("--small", type=int, default=5000)
     ap.add_argument("--small-bytes", type=int, default=2048)
     ap.add_argument("--parallel", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=3, help="alternated big-file rounds")
+    ap.add_argument("--rounds", type=int, default=5, help="alternated big-file rounds")
     ap.add_argument(
         "--connections",
         type=lambda v: [int(x) for x in v.split(",")],
-        default=[1, 2, 4],
+        default=[1, 2],
         help="connections per file to compare on the big file, e.g. 1,2,4",
     )
     ap.add_argument(
@@ -161,52 +177,56 @@ def main() -> None:
         small_mb = args.small * args.small_bytes / 1e6
         env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-        # alternated rounds: OpenSSH, then the source with each connection count
-        ssh_big: list[tuple[float, float]] = []
-        fetch_big: dict[int, list[tuple[dict, float]]] = {c: [] for c in args.connections}
-        for r in range(args.rounds):
-            ssh_big.append(openssh_get(server, key, big_dir, work / f"ssh-big-{r}", "big.bin"))
-            shutil.rmtree(work / f"ssh-big-{r}")
-            for c in args.connections:
-                where = work / f"fetch-{r}-{c}"
-                fetch_big[c].append(ours(server, key, big_dir, where, env, 1, c, "fetch"))
-                shutil.rmtree(where)
-        t_ssh = statistics.median(s for s, _ in ssh_big)
-        rows.append(("big", "openssh sftp -b (median)", 1, big_mb, t_ssh, ssh_big[0][1]))
-        print("big-file rounds, MB/s: openssh", ", ".join(f"{big_mb / t:.0f}" for t, _ in ssh_big))
-        for c, results in fetch_big.items():
-            t_fetch = statistics.median(res["seconds"] for res, _ in results)
-            # RSS: the fetching process plus its range workers' peaks (separate processes)
-            rss = max(r + res["workers_rss_mb"] for res, r in results)
-            label = f"source fetch, {c} conn (median)"
-            rows.append(("big", label, 1, big_mb, t_fetch, rss))
-            rows.append(("big", f"ratio fetch {c} conn/openssh", t_ssh / t_fetch))
-            print(
-                f"big-file rounds, MB/s: source fetch over {c} connection(s) "
-                + ", ".join(f"{big_mb / res['seconds']:.0f}" for res, _ in results)
-            )
-
         from blocks.sftp import SftpSource
 
         default_conns = SftpSource.model_fields["connections_per_file"].default
         flow_conns = args.flow_connections or default_conns
         with prefect_test_harness(server_startup_timeout=120):
             env["PREFECT_API_URL"] = PREFECT_API_URL.value()
-            for what, remote, glob, count, mb in (
-                ("big", big_dir, "big.bin", 1, big_mb),
-                ("small", small_dir, "*", args.small, small_mb),
-            ):
-                t_ref, rss_ref = openssh_get(server, key, remote, work / f"ssh-{what}", glob)
-                shutil.rmtree(work / f"ssh-{what}")
-                counts, rss = ours(
-                    server, key, remote, work / f"flow-{what}", env, args.parallel,
-                    flow_conns, "flow",
-                )  # fmt: skip
-                assert counts["landed"] == count and counts["failed"] == 0, counts
-                rows.append((what, "openssh sftp -b", count, mb, t_ref, rss_ref))
-                rows.append((what, "flow (pipeline)", count, mb, counts["seconds"], rss))
-                rows.append((what, "flow (process)", count, mb, counts["process_seconds"], rss))
-                rows.append((what, "ratio flow pipeline/openssh", t_ref / counts["seconds"]))
+            # alternated rounds: OpenSSH, the source's download with each connection count,
+            # then the whole flow
+            ssh_big: list[tuple[float, float]] = []
+            fetch_big: dict[int, list[tuple[dict, float]]] = {c: [] for c in args.connections}
+            flow_big: list[tuple[dict, float]] = []
+            for r in range(args.rounds):
+                ssh_big.append(openssh_get(server, key, big_dir, work / f"ssh-big-{r}", "big.bin"))
+                shutil.rmtree(work / f"ssh-big-{r}")
+                for c in args.connections:
+                    where = work / f"fetch-{r}-{c}"
+                    fetch_big[c].append(ours(server, key, big_dir, where, env, 1, c, "fetch"))
+                    shutil.rmtree(where)
+                where = work / f"flow-big-{r}"
+                flow_big.append(
+                    ours(server, key, big_dir, where, env, args.parallel, flow_conns, "flow")
+                )
+                shutil.rmtree(where)
+                assert flow_big[-1][0]["landed"] == 1, flow_big[-1][0]
+
+            t_ssh = statistics.median(s for s, _ in ssh_big)
+            rows.append(("big", "openssh sftp -b (median)", 1, big_mb, t_ssh, ssh_big[0][1]))
+            print("big-file rounds, MB/s: openssh", _rates(big_mb, (t for t, _ in ssh_big)))
+            for c, results in fetch_big.items():
+                _add_big_rows(rows, f"source fetch, {c} conn", results, "seconds", big_mb, t_ssh)
+            _add_big_rows(
+                rows, f"flow, {flow_conns} conn (pipeline)", flow_big, "seconds", big_mb, t_ssh
+            )
+            _add_big_rows(
+                rows, f"flow, {flow_conns} conn (process)", flow_big, "process_seconds",
+                big_mb, t_ssh,
+            )  # fmt: skip
+
+            t_ref, rss_ref = openssh_get(server, key, small_dir, work / "ssh-small", "*")
+            shutil.rmtree(work / "ssh-small")
+            counts, rss = ours(
+                server, key, small_dir, work / "flow-small", env, args.parallel, flow_conns, "flow"
+            )
+            assert counts["landed"] == args.small and counts["failed"] == 0, counts
+            rows.append(("small", "openssh sftp -b", args.small, small_mb, t_ref, rss_ref))
+            rows.append(("small", "flow (pipeline)", args.small, small_mb, counts["seconds"], rss))
+            rows.append(
+                ("small", "flow (process)", args.small, small_mb, counts["process_seconds"], rss)
+            )
+            rows.append(("small", "ratio flow pipeline/openssh", t_ref / counts["seconds"]))
     finally:
         sftp_server.stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
