@@ -125,15 +125,23 @@ def test_install_automations_is_idempotent(prefect_api):
 
     from flows.automations import CRASH_UNRESPONSIVE
 
-    for grace in (200, 90):
-        result, data = cli("install-automations", "--grace-seconds", str(grace))
-        assert result.exit_code == 0, result.output
-        assert list(data) == [CRASH_UNRESPONSIVE]
-    with get_client(sync_client=True) as client:
-        found = client.read_automations_by_name(CRASH_UNRESPONSIVE)
-    assert len(found) == 1  # reinstalling replaced, not duplicated
-    automation = Automation.read(name=CRASH_UNRESPONSIVE)
-    assert automation.trigger.within.total_seconds() == 90
-    assert automation.actions[0].state.value == "CRASHED"
-    result, _ = cli("install-automations", "--grace-seconds", "10")
-    assert result.exit_code == 1 and "grace_seconds" in result.stderr
+    try:
+        for grace in (200, 90):
+            result, data = cli("install-automations", "--grace-seconds", str(grace))
+            assert result.exit_code == 0, result.output
+            assert list(data) == [CRASH_UNRESPONSIVE]
+        with get_client(sync_client=True) as client:
+            found = client.read_automations_by_name(CRASH_UNRESPONSIVE)
+        assert len(found) == 1  # reinstalling replaced, not duplicated
+        automation = Automation.read(name=CRASH_UNRESPONSIVE)
+        assert automation.trigger.within.total_seconds() == 90
+        assert automation.actions[0].state.value == "CRASHED"
+        result, _ = cli("install-automations", "--grace-seconds", "10")
+        assert result.exit_code == 1 and "grace_seconds" in result.stderr
+    finally:
+        # Left installed, it watches every later flow run on this session's test server
+        # and tries to crash each one 90 s after it ends: the SQLite load made a later
+        # run reach its discover step over 60 s late in one CI run.
+        with get_client(sync_client=True) as client:
+            for automation in client.read_automations_by_name(CRASH_UNRESPONSIVE):
+                client.delete_automation(automation.id)

@@ -161,9 +161,11 @@ def test_force_relands_and_sends_a_new_message(save_block, ledger, queue, inbox)
 
 def test_young_and_growing_files_wait_until_stable(save_block, sqlite_ledger, queue, inbox) -> None:
     young = write(inbox / "young.csv", "just written")
-    source = LocalFolderSource(source_id="age", directory=str(inbox), min_age_seconds=60)
+    # an hour, not a minute: a CI run once took over 60 s to reach discover (its Prefect
+    # test server's SQLite was locked), and by then the "young" file was old enough
+    source = LocalFolderSource(source_id="age", directory=str(inbox), min_age_seconds=3600)
     assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 0
-    write(young, "just written", age=120)
+    write(young, "just written", age=7200)
     assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 1
 
     growing = inbox / "growing.csv"
