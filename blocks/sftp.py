@@ -28,6 +28,7 @@ from blocks.write_behind import ThreadedSink
 # streaming them off the channel beats paramiko's readv by ~1.5x here.
 _FAST_IN_FLIGHT = 24  # outstanding 255 KiB reads per file on OpenSSH (measured best of 8-64)
 _READ_SIZE = 255 * 1024
+_WRITE_BEHIND_MIN = 4 * _READ_SIZE  # smaller files are written without a writer thread
 _SHA256 = re.compile(r"\b([0-9a-fA-F]{64})\b")
 # Errors that mean the link is gone: drop the thread's connection, let the pipeline retry.
 _LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)
@@ -308,8 +309,10 @@ class SftpSource(SourceBlock):
                 # pipelined behind the reads, and closes the handle in the same pipeline.
                 known = fast and candidate.size is not None
                 size = candidate.size if known else fh.stat().st_size
-                # Writing and hashing run on a writer thread, overlapping the receive.
-                sink = ThreadedSink(out, depth=16)
+                # Writing and hashing run on a writer thread, overlapping the receive; a
+                # file of a few reads is written as it comes (a thread each cost more).
+                threaded = size > _WRITE_BEHIND_MIN
+                sink = ThreadedSink(out, depth=16) if threaded else out
                 try:
                     if fast:
                         done = pipelined_download(
@@ -321,7 +324,8 @@ class SftpSource(SourceBlock):
                     else:
                         done = ranged_readv(fh, 0, size, sink)
                 finally:
-                    sink.close()  # waits for the writes; raises a writer error
+                    if threaded:
+                        sink.close()  # waits for the writes; raises a writer error
                 finished = True
             finally:
                 if finished:
