@@ -145,7 +145,10 @@ def main() -> None:
         help="connections per file to compare on the big file, e.g. 1,2,4",
     )
     ap.add_argument(
-        "--flow-connections", type=int, default=None, help="connections_per_file in the flow rows"
+        "--flow-connections",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=None,
+        help="connections_per_file of the big-file flow rows, e.g. 1,2 (default: the block's)",
     )
     args = ap.parse_args()
     why = sftp_server.why_not_available()
@@ -180,14 +183,14 @@ def main() -> None:
         from blocks.sftp import SftpSource
 
         default_conns = SftpSource.model_fields["connections_per_file"].default
-        flow_conns = args.flow_connections or default_conns
+        flow_conns = args.flow_connections or [default_conns]
         with prefect_test_harness(server_startup_timeout=120):
             env["PREFECT_API_URL"] = PREFECT_API_URL.value()
             # alternated rounds: OpenSSH, the source's download with each connection count,
             # then the whole flow
             ssh_big: list[tuple[float, float]] = []
             fetch_big: dict[int, list[tuple[dict, float]]] = {c: [] for c in args.connections}
-            flow_big: list[tuple[dict, float]] = []
+            flow_big: dict[int, list[tuple[dict, float]]] = {c: [] for c in flow_conns}
             for r in range(args.rounds):
                 ssh_big.append(openssh_get(server, key, big_dir, work / f"ssh-big-{r}", "big.bin"))
                 shutil.rmtree(work / f"ssh-big-{r}")
@@ -195,31 +198,30 @@ def main() -> None:
                     where = work / f"fetch-{r}-{c}"
                     fetch_big[c].append(ours(server, key, big_dir, where, env, 1, c, "fetch"))
                     shutil.rmtree(where)
-                where = work / f"flow-big-{r}"
-                flow_big.append(
-                    ours(server, key, big_dir, where, env, args.parallel, flow_conns, "flow")
-                )
-                shutil.rmtree(where)
-                assert flow_big[-1][0]["landed"] == 1, flow_big[-1][0]
+                for c in flow_conns:
+                    where = work / f"flow-big-{r}-{c}"
+                    result = ours(server, key, big_dir, where, env, args.parallel, c, "flow")
+                    shutil.rmtree(where)
+                    assert result[0]["landed"] == 1, result[0]
+                    flow_big[c].append(result)
 
             t_ssh = statistics.median(s for s, _ in ssh_big)
             rows.append(("big", "openssh sftp -b (median)", 1, big_mb, t_ssh, ssh_big[0][1]))
             print("big-file rounds, MB/s: openssh", _rates(big_mb, (t for t, _ in ssh_big)))
             for c, results in fetch_big.items():
                 _add_big_rows(rows, f"source fetch, {c} conn", results, "seconds", big_mb, t_ssh)
-            _add_big_rows(
-                rows, f"flow, {flow_conns} conn (pipeline)", flow_big, "seconds", big_mb, t_ssh
-            )
-            _add_big_rows(
-                rows, f"flow, {flow_conns} conn (process)", flow_big, "process_seconds",
-                big_mb, t_ssh,
-            )  # fmt: skip
+            for c, results in flow_big.items():
+                _add_big_rows(rows, f"flow, {c} conn (pipeline)", results, "seconds", big_mb, t_ssh)
+                _add_big_rows(
+                    rows, f"flow, {c} conn (process)", results, "process_seconds", big_mb, t_ssh
+                )
 
             t_ref, rss_ref = openssh_get(server, key, small_dir, work / "ssh-small", "*")
             shutil.rmtree(work / "ssh-small")
             counts, rss = ours(
-                server, key, small_dir, work / "flow-small", env, args.parallel, flow_conns, "flow"
-            )
+                server, key, small_dir, work / "flow-small", env, args.parallel, default_conns,
+                "flow",
+            )  # fmt: skip
             assert counts["landed"] == args.small and counts["failed"] == 0, counts
             rows.append(("small", "openssh sftp -b", args.small, small_mb, t_ref, rss_ref))
             rows.append(("small", "flow (pipeline)", args.small, small_mb, counts["seconds"], rss))

@@ -47,10 +47,10 @@ class SftpSource(SourceBlock):
     The server's host key must match `host_key` (an OpenSSH public key line or a
     `SHA256:...` fingerprint) unless `accept_unknown_host_key` is set. Each download thread
     keeps one SFTP connection and reuses it; reads are pipelined so a single file streams at
-    several hundred MB/s. Files of at least `parallel_min_mb` are split into
-    `connections_per_file` byte ranges fetched at once over separate connections, one
-    process each; if the server refuses the extra logins, one connection is used. Dropped
-    links are reconnected on the item's retry.
+    several hundred MB/s. With `connections_per_file` above 1, files of at least
+    `parallel_min_mb` are split into that many byte ranges fetched at once over separate
+    connections, one process each; if the server refuses the extra logins, one connection
+    is used. Dropped links are reconnected on the item's retry.
     """
 
     _block_type_name = "SFTP Source"
@@ -106,13 +106,14 @@ class SftpSource(SourceBlock):
     )
 
     connections_per_file: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=16,
         description=(
             "Files of at least parallel_min_mb are downloaded in byte ranges over this many "
             "connections at once, each in its own process (1: one connection per file). "
-            "If the server refuses the extra logins, the file comes over one connection."
+            "Worth 2-4 on long-latency links or when one connection is CPU-bound on a "
+            "many-core worker; if the server refuses the extra logins, one connection is used."
         ),
     )
     parallel_min_mb: int = Field(
