@@ -110,7 +110,6 @@ def pipelined_download(
     assert chan is not None
     reader = _ChannelReader(functools.partial(recv_chunks, chan))
     pending: deque[tuple[int, int, int]] = deque()  # (request id, kind, offset/length)
-    outbox: list[bytes] = []  # requests not sent yet
     next_offset = start
     tail_sent = not finish
     # Requests go out several to one SSH packet: each channel send costs paramiko a
@@ -118,27 +117,28 @@ def pipelined_download(
     # answer was followed by a send of its own).
     refill = max(1, in_flight // 4)
 
-    def queue(kind: int, body: bytes, offset: int, length: int) -> None:
+    def request(kind: int, body: bytes, offset: int, length: int) -> bytes:
         req_id = sftp.request_number
         sftp.request_number += 1
-        outbox.append(struct.pack(">IBI", len(body) + 5, kind, req_id) + body)
         pending.append((req_id, offset, length))
+        return struct.pack(">IBI", len(body) + 5, kind, req_id) + body
 
     def top_up() -> None:
         """Fill the pipeline; the last read brings the end-of-file probe and CLOSE."""
         nonlocal next_offset, tail_sent
+        requests = []
         while len(pending) < in_flight and (next_offset < size or not tail_sent):
             if next_offset < size:
                 length = min(read_size, size - next_offset)
-                queue(_FXP_READ, _handle(handle) + struct.pack(">QI", next_offset, length),
-                      next_offset, length)  # fmt: skip
+                body = _handle(handle) + struct.pack(">QI", next_offset, length)
+                requests.append(request(_FXP_READ, body, next_offset, length))
                 next_offset += length
             if next_offset >= size and not tail_sent:
                 tail_sent = True
-                queue(_FXP_READ, _handle(handle) + struct.pack(">QI", size, 1), size, _EOF_PROBE)
-                queue(_FXP_CLOSE, _handle(handle), 0, _CLOSE)
-        chan.sendall(b"".join(outbox))
-        outbox.clear()
+                probe = _handle(handle) + struct.pack(">QI", size, 1)
+                requests.append(request(_FXP_READ, probe, size, _EOF_PROBE))
+                requests.append(request(_FXP_CLOSE, _handle(handle), 0, _CLOSE))
+        chan.sendall(b"".join(requests))
 
     top_up()
     done = 0
