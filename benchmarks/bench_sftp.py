@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def ours(server, key: Path, remote: Path, work: Path, env, parallel: int, conns:
     return json.loads(out.strip().splitlines()[-1]), rss
 
 
-def _rates(mb: float, seconds) -> str:  # noqa: ANN001
+def _rates(mb: float, seconds: Iterable[float]) -> str:
     return ", ".join(f"{mb / t:.0f}" for t in seconds)
 
 

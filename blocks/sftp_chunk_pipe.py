@@ -23,14 +23,54 @@ from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 from paramiko.message import Message
 
 
+class ChunkQueue:
+    """Bytes kept as the chunks they came in, read off the front without copying chunks
+    that are taken whole."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes | memoryview] = deque()
+        self._offset = 0  # bytes of the first chunk already read
+        self.size = 0  # bytes queued
+
+    def extend(self, chunks: list[bytes | memoryview], total: int) -> None:
+        self._chunks.extend(chunks)
+        self.size += total
+
+    def pop(self, n: int) -> bytes:
+        """The first `n` (at most `size`) bytes: a chunk taken whole comes back as it is,
+        anything else is joined once."""
+        parts: list[bytes | memoryview] = []
+        self.size -= n
+        while n:
+            first = self._chunks[0]
+            take = min(len(first) - self._offset, n)
+            if take == len(first):
+                parts.append(first)
+            else:
+                parts.append(memoryview(first)[self._offset : self._offset + take])
+            n -= take
+            self._offset += take
+            if self._offset == len(first):
+                self._chunks.popleft()
+                self._offset = 0
+        return b"".join(parts)
+
+    def pop_all(self) -> list[bytes | memoryview]:
+        """Every chunk; the first is a view of its unread rest if it was partly read."""
+        chunks = list(self._chunks)
+        if self._offset:
+            chunks[0] = memoryview(chunks[0])[self._offset :]
+        self._chunks.clear()
+        self._offset = self.size = 0
+        return chunks
+
+
 class ChunkPipe(BufferedPipe):
     """`BufferedPipe` with the same behaviour, holding the fed bytes objects uncopied."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._chunks: deque[bytes] = deque()
-        self._offset = 0  # bytes of the first chunk already read
-        self._size = 0  # bytes buffered
+        self._queue = ChunkQueue()
         self._want = 1  # a waiting reader is woken once this many bytes are buffered
 
     # -- fed by paramiko's transport thread
@@ -38,9 +78,8 @@ class ChunkPipe(BufferedPipe):
         with self._lock:
             if self._event is not None:
                 self._event.set()
-            self._chunks.append(data)  # fresh bytes from paramiko, never changed after
-            self._size += len(data)
-            if self._size >= self._want:
+            self._queue.extend([data], len(data))  # fresh bytes from paramiko, never changed
+            if self._queue.size >= self._want:
                 self._cv.notify_all()
 
     # -- read by the channel's user
@@ -49,75 +88,57 @@ class ChunkPipe(BufferedPipe):
         then possibly less, or nothing). Raises `PipeTimeout` after `timeout` seconds."""
         with self._lock:
             self._wait(min_bytes, timeout)
-            chunks: list[bytes | memoryview] = list(self._chunks)
-            if self._offset:
-                chunks[0] = memoryview(chunks[0])[self._offset :]
-            self._chunks.clear()
-            self._offset = self._size = 0
+            chunks = self._queue.pop_all()
             self._cleared()
             return chunks
 
     def read(self, nbytes: int, timeout: float | None = None) -> bytes:
         with self._lock:
-            if not self._size:
+            if not self._queue.size:
                 if self._closed:
                     return b""
                 if timeout == 0.0:
                     raise PipeTimeout()
                 self._wait(1, timeout)
-            out = self._pop(min(nbytes, self._size))
-            if not self._size:
+            out = self._queue.pop(min(nbytes, self._queue.size))
+            if not self._queue.size:
                 self._cleared()
             return out
 
     def read_ready(self) -> bool:
         with self._lock:
-            return self._size > 0
+            return self._queue.size > 0
 
     def empty(self) -> bytes:
         with self._lock:
-            out = self._pop(self._size)
+            out = self._queue.pop(self._queue.size)
             self._cleared()
             return out
 
     def set_event(self, event) -> None:  # type: ignore[no-untyped-def]
         with self._lock:
             self._event = event
-            if self._closed or self._size:
+            if self._closed or self._queue.size:
                 event.set()
             else:
                 event.clear()
 
     def __len__(self) -> int:
         with self._lock:
-            return self._size
+            return self._queue.size
 
     # -- helpers; the caller holds the lock
     def _wait(self, min_bytes: int, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._want = min_bytes
         try:
-            while self._size < min_bytes and not self._closed:
+            while self._queue.size < min_bytes and not self._closed:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise PipeTimeout()
                 self._cv.wait(left)
         finally:
             self._want = 1
-
-    def _pop(self, n: int) -> bytes:
-        parts = []
-        self._size -= n
-        while n:
-            first = self._chunks[0]
-            take = min(len(first) - self._offset, n)
-            parts.append(first[self._offset : self._offset + take])  # whole: no copy
-            n -= take
-            self._offset += take
-            if self._offset == len(first):
-                self._chunks.popleft()
-                self._offset = 0
-        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _cleared(self) -> None:
         if self._event is not None and not self._closed:

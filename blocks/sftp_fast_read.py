@@ -26,7 +26,7 @@ from typing import BinaryIO
 import paramiko
 
 from blocks.errors import IngestError
-from blocks.sftp_chunk_pipe import recv_chunks
+from blocks.sftp_chunk_pipe import ChunkQueue, recv_chunks
 
 _CHUNK = 1024 * 1024
 _SEGMENT = 32 * _CHUNK  # most bytes of one readv download held in memory
@@ -59,34 +59,20 @@ class _ChannelReader:
 
     def __init__(self, receive: Callable[[int], tuple[list[bytes | memoryview], int]]) -> None:
         self._receive = receive
-        self._chunks: deque[bytes | memoryview] = deque()
-        self._offset = 0  # read position in the first chunk
-        self.buffered = 0
+        self._queue = ChunkQueue()
+
+    @property
+    def buffered(self) -> int:
+        return self._queue.size
 
     def read(self, n: int) -> bytes:
         """The next `n` bytes."""
-        while self.buffered < n:
-            chunks, got = self._receive(n - self.buffered)
+        while self._queue.size < n:
+            chunks, got = self._receive(n - self._queue.size)
             if not got:
                 raise EOFError("SFTP channel closed")
-            self._chunks.extend(chunks)
-            self.buffered += got
-        self.buffered -= n
-        parts: list[bytes | memoryview] = []
-        while n:
-            first = self._chunks[0]
-            take = min(len(first) - self._offset, n)
-            if take == len(first):
-                parts.append(first)
-            else:
-                parts.append(memoryview(first)[self._offset : self._offset + take])
-            n -= take
-            self._offset += take
-            if self._offset == len(first):
-                self._chunks.popleft()
-                self._offset = 0
-        # one whole bytes chunk comes back as it is; anything else is joined once
-        return b"".join(parts)
+            self._queue.extend(chunks, got)
+        return self._queue.pop(n)
 
 
 def pipelined_download(
