@@ -1,5 +1,6 @@
-"""End to end on a REAL `prefect server start` (SQLite, 127.0.0.1, free port, temp
-PREFECT_HOME) with a REAL process worker, both started here and shared by the module:
+"""End to end on a REAL `prefect server start` (its database a throwaway PostgreSQL one,
+127.0.0.1, free port, temp PREFECT_HOME) with a REAL process worker, both started here and
+shared by the module:
 
 deploy from prefect.yaml (the real file, then a test copy with short intervals built from
 it), overlap (CANCEL_NEW cancels, ENQUEUE queues), a manual run lands files, a 3-day
@@ -36,7 +37,7 @@ from blocks import IngestionQueue, Ledger, LocalFolderSource
 from blocks.webhook import WebhookEndpoint
 from flows.automations import CRASH_UNRESPONSIVE
 from flows.webhook import signed_headers
-from tests.conftest import server_missing
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, server_missing, throwaway_database
 from tests.ops_flows import DatedFolderSource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def _default_sigint() -> None:
 
 
 class Env:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, database: str) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api"
@@ -74,7 +75,9 @@ class Env:
             **os.environ,
             "PREFECT_HOME": str(tmp / "prefect-home"),
             "PREFECT_API_URL": self.api,
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp}/prefect.db",
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
+                f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+            ),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
@@ -135,23 +138,27 @@ def wait_http(url: str, seconds: float, proc: subprocess.Popen) -> bool:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
-    e = Env(tmp_path_factory.mktemp("ops-e2e"))
-    server = e.start(
-        "server", str(SERVER_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-        "--port", str(e.port),
-    )  # fmt: skip
-    if not wait_http(f"{e.api}/health", 120, server):
-        server_missing("prefect server start", e.log("server"))
-    e.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
-    with temporary_settings({PREFECT_API_URL: e.api}):
-        yield e
-    for proc in reversed(e.procs):
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    # The server keeps its state in a throwaway PostgreSQL database, as a production server
+    # would: on SQLite, a CI run on a loaded machine answered 503 ("database is locked")
+    # for over a minute, past the client's own retries, and the module's tests failed.
+    with throwaway_database("postgres", "prefect_e2e") as database:
+        e = Env(tmp_path_factory.mktemp("ops-e2e"), database)
+        server = e.start(
+            "server", str(SERVER_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+            "--port", str(e.port),
+        )  # fmt: skip
+        if not wait_http(f"{e.api}/health", 120, server):
+            server_missing("prefect server start", e.log("server"))
+        e.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
+        with temporary_settings({PREFECT_API_URL: e.api}):
+            yield e
+        for proc in reversed(e.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +267,7 @@ def test_overlap_cancel_new_skips_and_enqueue_queues(env: Env, worker):
                     for name, dep in deps.items():
                         for run in runs_of(client, dep.id):
                             seen[name].setdefault(run.id, set()).add(run.state_name)
-                except PrefectHTTPStatusError:  # a busy SQLite server answers 503 at times
+                except PrefectHTTPStatusError:  # a busy server answers 503 at times
                     time.sleep(1)
                     continue
                 skip_done = any("Completed" in s for s in seen["slow-skip"].values()) and any(
