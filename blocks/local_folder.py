@@ -124,6 +124,19 @@ class LocalFolderSource(SourceBlock):
 
     def after_landing(self, candidate: Candidate) -> None:
         path = Path(candidate.ref)
+        if self.after_landing_action == "keep":
+            return
+        # Only what was landed may leave the folder: a file rewritten since it was read
+        # stays for the next run, which lands its new content.
+        try:
+            st = path.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if candidate.version and candidate.version != f"{st.st_size}:{st.st_mtime_ns}":
+            raise IngestError(
+                f"{candidate.name}: changed since it was landed; not "
+                f"{self.after_landing_action}d, the next run takes the new content"
+            )
         if self.after_landing_action == "delete":
             path.unlink(missing_ok=True)
         elif self.after_landing_action == "archive":

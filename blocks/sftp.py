@@ -359,6 +359,16 @@ class SftpSource(SourceBlock):
         if self.after_landing_action == "keep":
             return
         sftp = self._conn().sftp
+        # Only what was landed may leave the folder: a file rewritten since it was listed
+        # stays for the next run (a rewrite within the same second at the same size cannot
+        # be told apart: SFTP gives whole-second mtimes).
+        st = sftp.stat(self._path(candidate.name))
+        if candidate.version and candidate.version != f"{st.st_size}:{st.st_mtime}":
+            raise IngestError(
+                f"{candidate.name}: changed on the server since it was listed; not "
+                f"{'deleted' if self.after_landing_action == 'delete' else 'archived'}, "
+                "the next run takes the new content"
+            )
         names = [candidate.name]
         if self.checksum_extension and candidate.expected_sha256:
             names.append(candidate.name + self.checksum_extension)
