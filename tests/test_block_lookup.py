@@ -59,7 +59,8 @@ SLUG_CHILD = r"""
 import json, sys
 import blocks  # test-connection imports it (blocks.source) before Block.load
 from prefect.blocks.core import Block
-print(json.dumps({s: Block.get_block_class_from_key(s).get_block_type_slug() for s in sys.argv[1:]}))
+lookup = Block.get_block_class_from_key
+print(json.dumps({s: lookup(s).get_block_type_slug() for s in sys.argv[1:]}))
 """
 
 
