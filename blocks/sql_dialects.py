@@ -10,11 +10,14 @@
   everything below the cap is already committed (or rolled back), so a window that ends
   there cannot miss a late commit. PostgreSQL: `pg_stat_activity.xact_start` of client
   backends of this database (needs superuser or `pg_read_all_stats` to see other users'
-  sessions). MySQL/MariaDB: `information_schema.INNODB_TRX.trx_started` (needs PROCESS).
+  sessions). MySQL/MariaDB: `information_schema.INNODB_TRX.trx_started` (needs PROCESS),
+  which is in the server's SYSTEM time zone, not the session's: converted to UTC in SQL.
   Without the privilege the cap is off and only the lag window protects late commits: the
   source logs that.
 - `column_kind`: timestamp with or without time zone, integer, or other, from the DB-API
   cursor description (PostgreSQL type OIDs, MySQL field type codes).
+- `fraction_digits`: the fractional-second precision a timestamp column stores
+  (PostgreSQL `atttypmod`, MySQL `DATETIME_PRECISION`): window bounds are cut to it.
 - `arrow_type`: the Arrow (Parquet) type of a result column, from the same description.
 """
 
@@ -55,10 +58,50 @@ def column_kind(dialect: str, description: Sequence[Any]) -> ColumnKind:
     return table.get(code, "other")  # type: ignore[return-value]
 
 
+def fraction_digits(conn: Connection, dialect: str, description: Any) -> int:
+    """How many fractional-second digits a timestamp result column stores (0..6).
+
+    PostgreSQL: `pg_attribute.atttypmod` of the table column the result comes from (the
+    DB-API description's `table_oid`/`table_column`; -1 means the default, 6). MySQL/
+    MariaDB: the result metadata's decimals (the column's `DATETIME_PRECISION`). Unknown
+    (an expression, a driver without the metadata): 0, whole seconds, which is always safe
+    for a window bound (it is only coarser)."""
+    if dialect == "postgresql":
+        oid = getattr(description, "table_oid", None)
+        attnum = getattr(description, "table_column", None)
+        if not oid or not attnum:
+            return 0
+        typmod = conn.execute(
+            text("SELECT atttypmod FROM pg_attribute WHERE attrelid = :o AND attnum = :n"),
+            {"o": oid, "n": attnum},
+        ).scalar()
+        if typmod is None:
+            return 0
+        return 6 if typmod < 0 else max(0, min(int(typmod), 6))
+    scale = description[5] if len(description) > 5 else None
+    return int(scale) if isinstance(scale, int) and 0 <= scale <= 6 else 0
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+# INNODB_TRX.trx_started is a DATETIME (whole seconds) in the server process's own SYSTEM
+# time zone (InnoDB fills it with localtime_r, on MySQL and MariaDB alike), whatever the
+# session or global `time_zone` says. CONVERT_TZ from 'SYSTEM' uses the same localtime
+# rules, needs no time zone tables, and converts each value with the offset of its own
+# date (DST). A local time inside a DST fold (clocks set back) names two instants and
+# CONVERT_TZ may pick the later one; the value converted two hours earlier, plus two hours,
+# gives the earlier one, so LEAST keeps the cap at or below the real start (at worst held
+# back by the fold's size for a transaction started within ~2 h after the clocks went back).
+# Should the conversion give NULL, no zone on Earth is more than 14 h ahead of UTC.
+_TRX_STARTED_UTC = (
+    "COALESCE(LEAST(CONVERT_TZ(trx_started, 'SYSTEM', '+00:00'), "
+    "CONVERT_TZ(trx_started - INTERVAL 2 HOUR, 'SYSTEM', '+00:00') + INTERVAL 2 HOUR), "
+    "trx_started - INTERVAL 14 HOUR)"
+)
 
 
 def can_see_other_transactions(conn: Connection, dialect: str) -> bool:
@@ -95,12 +138,14 @@ def clock_and_inflight(
                 )
             ).all()
     else:
-        now = conn.exec_driver_sql("SELECT NOW(6)").scalar()
+        # UTC_TIMESTAMP does not depend on the session time_zone (NOW() would).
+        now = conn.exec_driver_sql("SELECT UTC_TIMESTAMP(6)").scalar()
         rows = []
         if with_inflight:
             rows = conn.execute(
                 text(
-                    "SELECT trx_mysql_thread_id, trx_started FROM information_schema.INNODB_TRX "
+                    f"SELECT trx_mysql_thread_id, {_TRX_STARTED_UTC} "
+                    "FROM information_schema.INNODB_TRX "
                     "WHERE trx_mysql_thread_id <> CONNECTION_ID()"
                 )
             ).all()
