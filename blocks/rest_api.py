@@ -16,7 +16,7 @@ import httpx
 from pydantic import Field, SecretStr
 
 from blocks.date_templates import render_date_template
-from blocks.errors import ConfigError, IngestError
+from blocks.errors import ConfigError, IngestError, UnsafeNameError
 from blocks.http_auth import (
     ApiKeyHeaderAuth,
     ApiKeyQueryAuth,
@@ -32,9 +32,18 @@ from blocks.http_pagination import (
     NoPagination,
     OffsetPagination,
     PageNumberPagination,
+    PaginationError,
 )
 from blocks.http_records import iter_jsonl, parse_records
-from blocks.http_transport import HttpGiveUp, RateLimiter, RetryPolicy, send_with_retries
+from blocks.http_transport import (
+    HttpGiveUp,
+    RateLimiter,
+    RetryPolicy,
+    check_verify_tls,
+    safe_url,
+    send_with_retries,
+)
+from blocks.naming import safe_relative_name
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
 
 _CHUNK = 1024 * 1024
@@ -59,11 +68,19 @@ class RestApiSource(SourceBlock):
     )
 
     base_url: str = Field(..., description="Scheme and host, e.g. https://api.example.com/v1")
-    path: str = Field(default="", description="Path under base_url, e.g. /orders")
+    path: str = Field(
+        default="",
+        description="Path under base_url, e.g. /orders or /search?q=python (its query is kept "
+        "and sent with every request, next-page URLs included).",
+    )
     method: Literal["GET", "POST"] = Field(default="GET", description="HTTP method.")
     body: dict[str, Any] | None = Field(default=None, description="JSON body for POST.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
-    query_params: dict[str, str] = Field(default_factory=dict, description="Query parameters.")
+    query_params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Query parameters, sent with every request (a key may not also be in the "
+        "query of base_url/path or be one the pagination, incremental or auth settings send).",
+    )
     mode: Literal["records", "raw"] = Field(
         default="records", description="'records': paged records; 'raw': one response as is."
     )
@@ -91,6 +108,11 @@ class RestApiSource(SourceBlock):
     cursor_path: str = Field(default="next_cursor", description="JSON path of the cursor.")
     cursor_param: str = Field(default="cursor", description="Query param carrying the cursor.")
     next_url_path: str = Field(default="next", description="JSON path of the next-page URL.")
+    total_path: str | None = Field(
+        default=None,
+        description="JSON path of the total record count the response gives (e.g. total, "
+        "meta.total_count): paging stops there, and a run whose records do not add up fails.",
+    )
     records_path: str | None = Field(
         default=None, description="JSON path of the records list (empty: the body)."
     )
@@ -115,7 +137,9 @@ class RestApiSource(SourceBlock):
         default=None, description="Watermark of the first run (empty: param not sent)."
     )
     timeout_seconds: float = Field(default=30, gt=0, description="Per-request timeout.")
-    max_pages: int = Field(default=10_000, ge=1, description="Stop after this many pages.")
+    max_pages: int = Field(
+        default=10_000, ge=1, description="Fail (land nothing) if more pages than this remain."
+    )
     rate_limit_per_second: float | None = Field(
         default=None, gt=0, description="At most this many requests per second."
     )
@@ -151,9 +175,69 @@ class RestApiSource(SourceBlock):
         if self.mode == "raw" and self.pagination != "none":
             raise ConfigError(f"{where}.pagination", "raw mode stores one response: use 'none'")
         try:
-            render_date_template(self.output_name, self.today())
+            rendered = render_date_template(self.output_name, self.today())
         except ValueError as exc:
             raise ConfigError(f"{where}.output_name", str(exc)) from None
+        try:
+            safe_relative_name(rendered)
+        except UnsafeNameError as exc:
+            raise ConfigError(f"{where}.output_name", str(exc)) from None
+        check_verify_tls(self.verify_tls, f"{where}.verify_tls")
+        if self.total_path and self.response_format != "json":
+            raise ConfigError(f"{where}.total_path", "needs response_format 'json'")
+        self._check_query()
+
+    def _query_sources(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """(field, its query params) in the order they are sent: base_url's query, path's
+        query, query_params."""
+        base = httpx.URL(self.base_url)
+        path = httpx.URL(self.path) if self.path else None
+        return [
+            ("base_url", base.params.multi_items()),
+            ("path", path.params.multi_items() if path is not None else []),
+            ("query_params", list(self.query_params.items())),
+        ]
+
+    def _reserved_params(self) -> dict[str, str]:
+        """Query params the source sets itself -> the field that names them."""
+        reserved: dict[str, str] = {}
+        if self.pagination == "offset":
+            reserved = {self.offset_param: "offset_param", self.limit_param: "limit_param"}
+        elif self.pagination == "page":
+            reserved = {self.page_param: "page_param", self.limit_param: "limit_param"}
+        elif self.pagination == "cursor":
+            reserved = {self.cursor_param: "cursor_param"}
+        if self.incremental_param:
+            reserved[self.incremental_param] = "incremental_param"
+        if self.auth == "api_key_query":
+            reserved[self.api_key_name] = "api_key_name"
+        return reserved
+
+    def _check_query(self) -> None:
+        """A query key given twice would have one value silently win: refuse it."""
+        where = "RestApiSource"
+        reserved = self._reserved_params()
+        given: dict[str, str] = {}
+        for field, items in self._query_sources():
+            for key in dict.fromkeys(k for k, _ in items):
+                if key in given:
+                    raise ConfigError(
+                        f"{where}.{field}",
+                        f"query param {key!r} is also given in {given[key]}: give it once",
+                    )
+                if key in reserved:
+                    raise ConfigError(
+                        f"{where}.{field}",
+                        f"query param {key!r} is sent by {reserved[key]}: remove it here",
+                    )
+                given[key] = field
+
+    def _fixed_params(self, watermark: Any = None) -> list[tuple[str, Any]]:
+        """Every query param each request carries (the paginator adds its own)."""
+        params = [pair for _, items in self._query_sources() for pair in items]
+        if self.incremental_param and watermark not in (None, ""):
+            params.append((self.incremental_param, watermark))
+        return params
 
     # ------------------------------------------------------------------ strategies
     def _secret(self, value: SecretStr | None) -> str:
@@ -179,19 +263,20 @@ class RestApiSource(SourceBlock):
         return NoAuth()
 
     def make_paginator(self):
+        total = self.total_path or None
         if self.pagination == "offset":
-            return OffsetPagination(self.offset_param, self.limit_param, self.page_size)
+            return OffsetPagination(self.offset_param, self.limit_param, self.page_size, total)
         if self.pagination == "page":
             return PageNumberPagination(
-                self.page_param, self.limit_param, self.page_size, self.first_page
+                self.page_param, self.limit_param, self.page_size, self.first_page, total
             )
         if self.pagination == "cursor":
-            return CursorPagination(self.cursor_path, self.cursor_param)
+            return CursorPagination(self.cursor_path, self.cursor_param, total)
         if self.pagination == "link_header":
-            return LinkHeaderPagination()
+            return LinkHeaderPagination(total)
         if self.pagination == "next_url":
-            return NextUrlPagination(self.next_url_path)
-        return NoPagination()
+            return NextUrlPagination(self.next_url_path, total)
+        return NoPagination(total)
 
     def make_client(self) -> httpx.Client:
         # trust_env=False: the machine's proxy/CA env must not silently change where we
@@ -210,6 +295,10 @@ class RestApiSource(SourceBlock):
         watermark = ctx.get_state(WATERMARK_KEY, self.initial_watermark)
         yield Candidate(name=name, ref={"watermark": watermark})
 
+    def content_dedupe(self, candidate: Candidate) -> bool:
+        """Records mode: each pull is its own delivery, even with the bytes of an earlier one."""
+        return self.mode != "records"
+
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         watermark = (candidate.ref or {}).get("watermark")
         with self.make_client() as client:
@@ -224,6 +313,43 @@ class RestApiSource(SourceBlock):
             return state
         return None
 
+    def test_connection(self) -> dict[str, Any]:
+        """Preflight, then one real request: the first page, one try, no retries (raw mode:
+        the status only, the body is not read). Raises IngestError with the method, the URL
+        without its query and the status or network error; never a secret."""
+        self.preflight()
+        pager = self.make_paginator()
+        params = [*self._fixed_params(self.initial_watermark), *pager.first().items()]
+        policy = RetryPolicy(tries=1, max_retry_after_seconds=0)
+        url = safe_url(self._first_url())
+        records: int | None = None
+        try:
+            with self.make_client() as client:
+                build = self._builder(client, self.make_auth(client), self._first_url(), params)
+                response = send_with_retries(client, build, policy, stream=True)
+                try:
+                    status = response.status_code
+                    if self.mode == "records":
+                        body = response.read()
+                        records = len(
+                            parse_records(
+                                body, self.response_format, self.records_path, self.xml_record_tag
+                            )[1]
+                        )
+                finally:
+                    response.close()
+        except IngestError as exc:
+            raise IngestError(
+                f"RestApiSource {self.source_id}: connection test failed: {exc}"
+            ) from None
+        return {
+            "ok": True,
+            "source_id": self.source_id,
+            "url": url,
+            "status": status,
+            "records_on_first_page": records,
+        }
+
     # ------------------------------------------------------------------ requests
     def _policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -232,14 +358,21 @@ class RestApiSource(SourceBlock):
             max_retry_after_seconds=self.max_retry_after_seconds,
         )
 
-    def _builder(self, client: httpx.Client, auth, url: str, params: dict[str, Any] | None):
+    def _builder(self, client: httpx.Client, auth, url: str, params: list[tuple[str, Any]]):
+        """A request factory for `url` plus `params`. Keys already in the URL's own query
+        win (a next-page URL the server built); the others are added. Never `params=` to
+        httpx: it would replace the URL's query instead of adding to it."""
         headers = dict(self.headers)
+        target = httpx.URL(url)
+        present = set(target.params.keys())
+        added = [(k, v) for k, v in params if k not in present]
+        if added:
+            target = target.copy_with(params=[*target.params.multi_items(), *added])
 
         def build() -> httpx.Request:
             request = client.build_request(
                 self.method,
-                url,
-                params=params,
+                target,
                 headers=headers,
                 json=self.body if self.method == "POST" else None,
             )
@@ -249,11 +382,14 @@ class RestApiSource(SourceBlock):
         return build
 
     def _first_url(self) -> str:
-        return self.base_url.rstrip("/") + ("/" + self.path.lstrip("/") if self.path else "")
+        """base_url + path without their queries (`_fixed_params` carries those)."""
+        base = str(httpx.URL(self.base_url).copy_with(query=None, fragment=None))
+        path = httpx.URL(self.path).path if self.path else ""
+        return base.rstrip("/") + ("/" + path.lstrip("/") if path else "")
 
     def _pull_raw(self, client: httpx.Client, out: BinaryIO) -> None:
         auth = self.make_auth(client)
-        build = self._builder(client, auth, self._first_url(), dict(self.query_params))
+        build = self._builder(client, auth, self._first_url(), self._fixed_params())
         response = send_with_retries(client, build, self._policy(), stream=True)
         try:
             for chunk in response.iter_bytes(_CHUNK):
@@ -267,11 +403,9 @@ class RestApiSource(SourceBlock):
         auth = auth or self.make_auth(client)
         pager = self.make_paginator()
         limiter = RateLimiter(self.rate_limit_per_second)
-        base_params: dict[str, Any] = dict(self.query_params)
-        if self.incremental_param and watermark not in (None, ""):
-            base_params[self.incremental_param] = watermark
-        url: str = self._first_url()
-        params: dict[str, Any] | None = {**base_params, **pager.first()}
+        fixed = self._fixed_params(watermark)
+        first_url = url = self._first_url()
+        params = [*fixed, *pager.first().items()]
         writer = _RecordWriter(out, self.output_format)
         newest: Any = None
         for page in range(1, self.max_pages + 1):
@@ -296,17 +430,21 @@ class RestApiSource(SourceBlock):
                     value = rec.get(self.watermark_field) if isinstance(rec, dict) else None
                     if value is not None and (newest is None or value > newest):
                         newest = value
-            step = pager.next(response, body, len(records))
+            step = pager.next(response, body, records)
             if step is None:
                 break
             kind, value = step
             if kind == "params":
-                params = {**base_params, **value}
-            else:  # a full next URL carries its own query
-                url, params = value, None
+                url, params = first_url, [*fixed, *value.items()]
+            else:  # a next URL keeps its own query; configured params it lacks are added
+                url, params = value, fixed
         else:
-            if step is not None:
-                get_logger().warning("stopped at max_pages=%d; more pages remain", self.max_pages)
+            # landing the pages so far would silently drop the rest
+            raise PaginationError(
+                f"more pages remain after max_pages={self.max_pages} "
+                f"({writer.count} records so far): raise max_pages; nothing was landed"
+            )
+        pager.finish()
         return writer.count, newest
 
 
@@ -333,14 +471,3 @@ class _RecordWriter:
                     {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in rec.items()}
                 )
         self.out.write(buf.getvalue().encode())
-
-
-def get_logger():
-    try:
-        from prefect import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        import logging
-
-        return logging.getLogger(__name__)

@@ -11,6 +11,8 @@ A source is a Prefect Block that subclasses `SourceBlock` and implements:
   and counts as it writes; never hold the whole item in memory). It may return a mapping
   of state (e.g. a watermark) that the record step writes in the same transaction as the
   ledger row, and may raise `SkipItem` to skip an item (e.g. an empty increment).
+- `content_dedupe(candidate)`: optional; False when an item must be landed even if a
+  landed item already has the same content (row/record windows). Default True (files).
 - `after_landing(candidate)`: optional action at the source once the item is recorded
   (keep, delete, archive). A failure here is logged, never loses the landed item.
 
@@ -171,6 +173,16 @@ class SourceBlock(Block):
             "items": len(items),
             "sample": [c.name for c in items[:10]],
         }
+
+    def content_dedupe(self, candidate: Candidate) -> bool:
+        """Whether the pipeline may drop this item because a landed item of this source
+        already has the same content sha256 (default: yes).
+
+        Right for files: the same bytes under another name are the same delivery. Wrong for
+        row and record windows (SQL, warehouse queries, REST records): two windows can hold
+        byte-identical files (e.g. columns without a key) and each is its own delivery, so
+        those sources answer False and every window is landed and queued."""
+        return True
 
     def after_landing(self, candidate: Candidate) -> None:  # noqa: B027 (optional hook)
         """Act on the source once the item is recorded (default: keep it)."""

@@ -58,7 +58,7 @@ from blocks import file_formats as formats
 from blocks import sql_dialects as dialects
 from blocks import sql_watermark as wm
 from blocks import watermark_values as values
-from blocks.errors import ConfigError, IngestError
+from blocks.errors import ConfigError, IngestError, boundary_error, is_retryable
 from blocks.run_logger import run_logger
 from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
 from blocks.timezones import check_timezone
@@ -88,6 +88,7 @@ class _Prepared:
     descriptions: list[tuple[Any, ...]]  # DB-API description of the output columns
     inc_kind: str | None
     can_see_others: bool
+    inc_digits: int = 6  # fractional-second digits the incremental column stores
 
 
 class SqlSource(SourceBlock):
@@ -226,6 +227,23 @@ class SqlSource(SourceBlock):
     def _known_zone(cls, value: str) -> str:
         return check_timezone(value)
 
+    @field_validator("output_name")
+    @classmethod
+    def _plain_output_name(cls, value: str | None) -> str | None:
+        # It names a folder of the landing area: a path in it would land files elsewhere.
+        if not value:
+            return None  # the default: the table name, or 'query'
+        if (
+            value.strip() in ("", ".", "..")
+            or value.startswith("~")
+            or any(bad in value for bad in ("/", "\\"))
+        ):
+            raise ConfigError(
+                f"{_WHERE}.output_name",
+                f"{value!r} must be a plain name (no '/', '\\', '..' or absolute path)",
+            )
+        return value
+
     # ------------------------------------------------------------------ configuration
     @property
     def zone(self) -> ZoneInfo:
@@ -323,7 +341,12 @@ class SqlSource(SourceBlock):
             with prep.engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise IngestError(f"{_WHERE}: database error: {self._scrub(_short(exc))}") from exc
+            # classified (a refused login is never retried, a lost link is), naming the link
+            raise boundary_error(
+                exc,
+                f"{_WHERE}.database",
+                f"{_target(prep.engine)}: database error: {self._scrub(_short(exc))}",
+            ) from exc
 
     def _scrub(self, message: str) -> str:
         """Never let the password reach a log, an artifact or an exception."""
@@ -352,7 +375,16 @@ class SqlSource(SourceBlock):
                 f"{_WHERE}.database", f"dialect {dialect!r} is not supported (postgresql, mysql)"
             )
         try:
-            with engine.connect() as conn:
+            conn = engine.connect()
+        except SQLAlchemyError as exc:  # not the table's fault: refused, down, bad login
+            engine.dispose()
+            raise boundary_error(
+                exc,
+                f"{_WHERE}.database",
+                f"cannot connect to {_target(engine)}: {self._scrub(_short(exc))}",
+            ) from exc
+        try:
+            with conn:
                 base = self._reflect(conn) if self.table else self._query_base(conn)
                 available = list(base.c.keys())
                 names = self.columns or available
@@ -365,14 +397,22 @@ class SqlSource(SourceBlock):
                     [base.c[self.incremental_column]] if self.incremental_column else []
                 )
                 result = conn.execute(select(*probe_cols).select_from(base).where(false()))
-                descriptions = [tuple(d) for d in result.cursor.description]
+                raw_descriptions = list(result.cursor.description)
+                descriptions = [tuple(d) for d in raw_descriptions]
                 result.close()
+                digits = 6
+                if self.incremental_mode == "timestamp":
+                    digits = dialects.fraction_digits(conn, dialect, raw_descriptions[-1])
                 can_see = self.inflight_cap and dialects.can_see_other_transactions(conn, dialect)
         except (ConfigError, IngestError):
             engine.dispose()
             raise
         except SQLAlchemyError as exc:
             engine.dispose()
+            if is_retryable(exc):  # the link dropped while probing: not the table's fault
+                raise boundary_error(
+                    exc, f"{_WHERE}.database", f"{_target(engine)}: {self._scrub(_short(exc))}"
+                ) from exc
             raise ConfigError(
                 f"{_WHERE}.{'table' if self.table else 'query'}",
                 self._scrub(_short(exc)),
@@ -390,7 +430,7 @@ class SqlSource(SourceBlock):
                 self.source_id,
             )
         self._prepared = _Prepared(
-            engine, dialect, base, list(names), descriptions, inc_kind, can_see
+            engine, dialect, base, list(names), descriptions, inc_kind, can_see, digits
         )
         return self._prepared
 
@@ -587,7 +627,20 @@ class SqlSource(SourceBlock):
                     oldest.isoformat(),
                 )
                 upper = oldest
-        return upper
+        return self._column_floor(upper, prep)
+
+    def _column_floor(self, instant: datetime, prep: _Prepared) -> datetime:
+        """`instant` cut down to a value the incremental column can store.
+
+        A column of p fractional digits stores a row stamped at t as t truncated (MariaDB)
+        or rounded (PostgreSQL: up to half a unit AFTER the value it names) to p digits.
+        Every row stamped at or after `instant` therefore stores a value >= the cut
+        `instant`, so it lands in the next window (`>=` this bound); with the microsecond
+        bound, a row stamped later in the same second stored a value below it and was lost."""
+        unit = 10 ** (6 - prep.inc_digits)
+        local = self._to_db(instant)  # the column's own clock (UTC, or the naive zone)
+        cut = local.replace(microsecond=local.microsecond - local.microsecond % unit)
+        return self._from_db(cut)
 
     def _id_upper(self, prep: _Prepared, lower: dict[str, Any] | None) -> int | None:
         """MAX(id) past the watermark, once every transaction open at that moment ended."""
@@ -652,6 +705,13 @@ class SqlSource(SourceBlock):
         return clauses
 
     # ------------------------------------------------------------------ fetch
+    def content_dedupe(self, candidate: Candidate) -> bool:
+        """Only a whole-table snapshot (`none` mode) is dropped when its bytes were landed
+        before; an incremental or backfill window is its own delivery, even when its file
+        equals an earlier window's (e.g. `columns` without a key)."""
+        window = candidate.ref
+        return not isinstance(window, Window) or window.kind == "full"
+
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         window: Window = candidate.ref
         prep = self._prepare()
@@ -857,7 +917,9 @@ class SqlSource(SourceBlock):
         except Exception as exc:
             if isinstance(exc, (SkipItem, ConfigError)):
                 raise
-            raise IngestError(f"{_WHERE}: COPY failed: {self._scrub(_short(exc))}") from exc
+            raise IngestError(
+                f"{_WHERE}: COPY failed: {self._scrub(_short(exc))}", retryable=is_retryable(exc)
+            ) from exc
         finally:
             try:
                 sink.close()  # waits for the writer thread; raises its error, if any
@@ -938,6 +1000,15 @@ def _session_hook(sql: str) -> Callable[[Any, Any], None]:
         dbapi_conn.commit()  # a SET inside a rolled-back transaction would be undone
 
     return hook
+
+
+def _target(engine: Engine) -> str:
+    """The database a source talks to, for messages: driver, user, host, port, database
+    (never the password)."""
+    url = engine.url
+    port = f":{url.port}" if url.port else ""
+    user = f"{url.username}@" if url.username else ""
+    return f"{url.get_backend_name()}://{user}{url.host or ''}{port}/{url.database or ''}"
 
 
 def _short(exc: BaseException) -> str:

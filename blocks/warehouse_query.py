@@ -333,6 +333,12 @@ class WarehouseQuerySource(SourceBlock):
         name += "." + EXTENSIONS[self.output_format]
         return [Candidate(name=name, ref=QueryPlan(window, self.rendered_parameters(day)))]
 
+    def content_dedupe(self, candidate: Candidate) -> bool:
+        """Only a full export (a snapshot) is dropped when its bytes were landed before;
+        an incremental window is its own delivery even if its file equals an earlier one."""
+        plan = candidate.ref
+        return not isinstance(plan, QueryPlan) or plan.window is None
+
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         plan: QueryPlan = candidate.ref
         window = plan.window

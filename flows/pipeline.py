@@ -6,7 +6,8 @@ owns everything else:
 - discover (task): one listing per run; unsafe names become failed items, not a crash;
   `min_age_seconds` and `stability_seconds` leave half-written files for a later run.
 - dedupe (task): one set-based ledger query for the whole listing (by name and change
-  fingerprint), then by content sha256 after the fetch.
+  fingerprint), then by content sha256 after the fetch (unless the source says the item
+  is a row/record window: `SourceBlock.content_dedupe`).
 - land-item (task, one per new item, retried with exponential backoff): stream to a
   staging `*.part` file while hashing, verify size and announced checksum, drop content
   already landed, move into the landing area without clobbering, then write ledger row +
@@ -38,7 +39,7 @@ from prefect.context import get_run_context
 from prefect.futures import PrefectFuture
 from prefect.tasks import exponential_backoff
 
-from blocks.errors import ChecksumMismatch, ConfigError, IngestError, LedgerError, UnsafeNameError
+from blocks.errors import ChecksumMismatch, IngestError, LedgerError, UnsafeNameError, is_retryable
 from blocks.handoff import IngestionQueue
 from blocks.ledger import KnownItem, LandedRecord, Ledger
 from blocks.naming import safe_relative_name
@@ -46,7 +47,6 @@ from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
 from flows.summary import RunSummary
 
 ItemStatus = Literal["landed", "skipped", "failed"]
-NOT_RETRYABLE = (LedgerError, ChecksumMismatch, UnsafeNameError, ConfigError)
 SMALL_ITEM_BYTES = 1024 * 1024  # items up to this size may share a land-batch task
 
 
@@ -117,8 +117,11 @@ class HashingWriter:
         return self._digest.hexdigest()
 
 
-def _retry_unless_final(task, task_run, state) -> bool:
-    return not isinstance(state.data, NOT_RETRYABLE)
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn`: retry only what `blocks.errors.is_retryable` says may
+    pass (a wrong password or host key is never tried again: servers lock accounts)."""
+    error = state.data
+    return not isinstance(error, BaseException) or is_retryable(error)
 
 
 # ----------------------------------------------------------------------------- discover
@@ -141,7 +144,7 @@ def take_stable(first: list[Candidate], second: Iterable[Candidate]) -> list[Can
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=exponential_backoff(2),
-    retry_condition_fn=_retry_unless_final,
+    retry_condition_fn=retry_if_transient,
 )
 def discover(
     source: SourceBlock, ctx: DiscoverContext
@@ -212,7 +215,7 @@ def dedupe(
 @task(
     name="land-item",
     cache_policy=NO_CACHE,
-    retry_condition_fn=_retry_unless_final,
+    retry_condition_fn=retry_if_transient,
     retry_jitter_factor=0.5,
 )
 def land_item(
@@ -298,7 +301,9 @@ def land_one(
                 f"not landed, kept in {kept}"
             )
 
-        if not force:
+        # Content dedupe is for files; a row/record window is its own delivery even when
+        # its bytes equal an earlier window's (the source says which it is).
+        if not force and source.content_dedupe(candidate):
             same = ledger.landed_by_sha(sid, sha)
             if same is not None:
                 if same.name == candidate.name:
@@ -539,7 +544,7 @@ def _land_all(
                 progress.step(summary)
             elif isinstance(outcome, LedgerError):
                 ledger_error = ledger_error or outcome
-            elif batched and source.retries and not isinstance(outcome, NOT_RETRYABLE):
+            elif batched and source.retries and is_retryable(outcome):
                 logger.warning("%s: %s; retrying it on its own", cand.name, outcome)
                 units.append(_Retry([cand]))
             else:
