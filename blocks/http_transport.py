@@ -11,7 +11,9 @@ A `RateLimiter` spaces requests to at most N per second.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from blocks.errors import IngestError
+from blocks.errors import ConfigError, IngestError, status_retryable
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
@@ -31,10 +33,17 @@ def _sleep(seconds: float) -> None:
 
 
 class HttpGiveUp(IngestError):
-    """The server kept failing (or refused) after the configured tries."""
+    """The server kept failing (or refused) after the configured tries.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
+    Retryable (by the pipeline, later) when it kept failing for a reason that may pass
+    (connection errors, 5xx, 429); not when it refused (401, 403, 404, other 4xx)."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retryable: bool | None = None
+    ) -> None:
+        if retryable is None:
+            retryable = status is None or status_retryable(status)
+        super().__init__(message, retryable=retryable)
         self.status = status
 
 
@@ -42,6 +51,23 @@ def safe_url(url: httpx.URL | str) -> str:
     """The URL without query string or credentials: safe to log and raise."""
     u = httpx.URL(str(url))
     return str(u.copy_with(query=None, fragment=None, username=None, password=None))
+
+
+def check_verify_tls(value: bool | str, field: str) -> None:
+    """A `verify_tls` that names a CA bundle must be a readable CA file or directory
+    (checked without any network I/O); else ConfigError naming `field`."""
+    if isinstance(value, bool):
+        return
+    hint = "use true, false or the path of a CA bundle"
+    if not value or not os.path.exists(value):
+        raise ConfigError(field, f"CA bundle {value!r} does not exist ({hint})")
+    try:
+        if os.path.isdir(value):
+            ssl.create_default_context(capath=value)
+        else:
+            ssl.create_default_context(cafile=value)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(field, f"CA bundle {value!r} cannot be loaded: {exc}") from None
 
 
 class _RedactQueryFilter(logging.Filter):
@@ -135,7 +161,10 @@ def send_with_retries(
         try:
             response = client.send(request, stream=stream)
         except httpx.TransportError as exc:  # connect, read, timeout, protocol
-            last = f"{type(exc).__name__}"
+            # the error's own text (e.g. "Connection refused", "certificate verify failed")
+            # comes from the socket/TLS layer and carries no URL, so no query-string secret
+            detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+            last = f"{type(exc).__name__}" + (f" ({detail})" if detail else "")
             wait = policy.backoff(attempt)
         else:
             status = response.status_code
@@ -145,10 +174,14 @@ def send_with_retries(
             if status in RETRY_AFTER_STATUSES:
                 hinted = retry_after_seconds(response.headers.get("Retry-After"))
                 if hinted is not None and hinted > policy.max_retry_after_seconds:
+                    # not retried in this run either: the pipeline's backoff is shorter than
+                    # what the server asked for; the next scheduled run tries again
                     raise HttpGiveUp(
                         f"{request.method} {safe_url(request.url)}: HTTP {status} asks to retry "
                         f"after {hinted:.0f}s, more than max_retry_after_seconds="
-                        f"{policy.max_retry_after_seconds:g}"
+                        f"{policy.max_retry_after_seconds:g}",
+                        status=status,
+                        retryable=False,
                     )
                 wait = hinted if hinted is not None else policy.backoff(attempt)
             elif status >= 500:

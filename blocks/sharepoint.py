@@ -18,8 +18,8 @@ import httpx
 from pydantic import Field, PrivateAttr, SecretStr
 
 from blocks.date_templates import render_date_template
-from blocks.errors import ConfigError, IngestError
-from blocks.http_transport import RetryPolicy, send_with_retries
+from blocks.errors import ConfigError, CredentialsError, IngestError
+from blocks.http_transport import RetryPolicy, check_verify_tls, send_with_retries
 from blocks.source import Candidate, DiscoverContext, SourceBlock
 
 _CHUNK = 1024 * 1024
@@ -81,6 +81,7 @@ class SharePointSource(SourceBlock):
             render_date_template(self.file_pattern, self.today())
         except ValueError as exc:
             raise ConfigError("SharePointSource.file_pattern", str(exc)) from None
+        check_verify_tls(self.verify_tls, "SharePointSource.verify_tls")
 
     # ------------------------------------------------------------------ identity
     def _requests_session(self):
@@ -110,10 +111,13 @@ class SharePointSource(SourceBlock):
         if "access_token" not in result:
             # error + error_description only: never the request, which holds the secret
             first_line = (result.get("error_description") or "").split("\n")[0]
-            raise IngestError(
-                f"SharePointSource: token request for client {self.client_id} failed: "
-                f"{result.get('error')}: {first_line}"
-            )
+            error = result.get("error")
+            message = f"token request for client {self.client_id} failed: {error}: {first_line}"
+            if error in ("invalid_client", "unauthorized_client"):  # wrong secret or id
+                raise CredentialsError("SharePointSource.client_secret", message)
+            # only the identity platform's own "try again" answers are worth a retry
+            transient = error in ("temporarily_unavailable", "server_error")
+            raise IngestError(f"SharePointSource: {message}", retryable=transient)
         return result["access_token"]
 
     # ------------------------------------------------------------------ Graph calls

@@ -1,6 +1,12 @@
 """A small real REST API on 127.0.0.1 (stdlib http.server in a thread) for the tests and
 the benchmark: every pagination style, every auth style, 429/503 with Retry-After,
-flaky 5xx, CSV/XML/JSONL bodies, an OAuth2 token endpoint."""
+flaky 5xx, CSV/XML/JSONL bodies, an OAuth2 token endpoint.
+
+`/capped/{offset,page,cursor,link,nexturl}` page like real APIs that cap the page size
+(`ApiState.cap`), report a total (`report_total`, `total_offset` to lie about it), step
+pages by the requested size while capping (`lossy_pages`), or ignore the offset/cursor
+(`stuck`). `/needs-q/...` is the same but answers 422 unless every request carries
+`q=python`, and its next-page links leave `q` out (as some APIs do)."""
 
 from __future__ import annotations
 
@@ -34,6 +40,12 @@ class ApiState:
         self.revoked: set[str] = set()
         self.requests: list[tuple[str, str, dict]] = []
         self.lock = threading.Lock()
+        # /capped and /needs-q behaviour
+        self.cap: int | None = None  # largest page the server sends, whatever was asked
+        self.report_total = True  # "total" in every page
+        self.total_offset = 0  # reported total = n + total_offset (a lying server)
+        self.lossy_pages = False  # page mode: start = (page-1) * requested size, not cap
+        self.stuck = False  # ignore offset/page/cursor/start: the same page for ever
 
 
 def _handler(state: ApiState):
@@ -54,6 +66,42 @@ def _handler(state: ApiState):
 
         def _json(self, obj, status: int = 200, extra=None) -> None:
             self._send(status, json.dumps(obj).encode(), extra=extra)
+
+        def _paged(self, prefix: str, kind: str, q: dict, recs: list[dict]) -> None:
+            """One page of `recs` in the style `kind`, capped and reported as configured."""
+            cap = state.cap or 10**9
+            extra: dict = {"total": len(recs) + state.total_offset} if state.report_total else {}
+
+            def arg(name: str, default: str) -> int:
+                return 0 if state.stuck else int(q.get(name, [default])[0])
+
+            if kind == "offset":
+                off, lim = arg("offset", "0"), int(q["limit"][0])
+                return self._json({"data": recs[off : off + min(lim, cap)], **extra})
+            if kind == "page":
+                page, lim = arg("page", "1"), int(q["per_page"][0])
+                size = min(lim, cap)
+                start = (page - 1) * (lim if state.lossy_pages else size)
+                return self._json({"data": recs[max(start, 0) : max(start, 0) + size], **extra})
+            size = min(state.page_size, cap)
+            if kind == "cursor":
+                start = arg("cursor", "0")
+                nxt = str(start + size) if start + size < len(recs) else None
+                return self._json({"data": recs[start : start + size], "next": nxt, **extra})
+            if kind in ("link", "nexturl"):
+                start = arg("start", "0")
+                more = start + size < len(recs)
+                url = f"{prefix}/{kind}?start={start + size}"  # none of the caller's params
+                if kind == "link":
+                    link = {"Link": f'<{url}>; rel="next"'} if more else None
+                    return self._json({"data": recs[start : start + size], **extra}, extra=link)
+                body = {"data": recs[start : start + size], **extra}
+                if more:
+                    body["next"] = f"http://{self.headers['Host']}{url}"
+                return self._json(body)
+            if kind == "raw":
+                return self._send(200, json.dumps(recs).encode())
+            return self._json({"error": "not found"}, 404)
 
         def _authorized(self, q: dict) -> bool:
             h = self.headers
@@ -113,6 +161,11 @@ def _handler(state: ApiState):
             if since:
                 recs = [r for r in recs if r["updated_at"] > since]
             size = state.page_size
+            for prefix in ("/capped", "/needs-q"):
+                if path.startswith(prefix + "/"):
+                    if prefix == "/needs-q" and q.get("q") != ["python"]:
+                        return self._json({"message": "Validation Failed: q missing"}, 422)
+                    return self._paged(prefix, path[len(prefix) + 1 :], q, recs)
             if path.startswith("/auth/") or path == "/items":
                 return self._json({"data": recs})
             if path == "/offset":

@@ -11,6 +11,7 @@ from datetime import date
 import pytest
 
 from blocks.errors import ConfigError, IngestError
+from blocks.http_pagination import PaginationError
 from blocks.http_transport import HttpGiveUp, RateLimiter, retry_after_seconds
 from blocks.rest_api import RestApiSource
 from blocks.source import DiscoverContext, SkipItem
@@ -27,7 +28,8 @@ def api():
 
 def src(api: ApiServer, **kw) -> RestApiSource:
     kw.setdefault("records_path", "data")
-    return RestApiSource(source_id="rest", base_url=api.url, backoff_seconds=0.01, **kw)
+    kw.setdefault("base_url", api.url)
+    return RestApiSource(source_id="rest", backoff_seconds=0.01, **kw)
 
 
 def pull(source: RestApiSource, watermark=None) -> tuple[list[dict], object]:
@@ -73,9 +75,10 @@ def test_every_pagination_style_gets_every_record_once(api, kw):
     assert [r["id"] for r in records] == ALL_IDS
 
 
-def test_max_pages_stops_early(api):
-    records, _ = pull(src(api, path="/offset", pagination="offset", page_size=10, max_pages=2))
-    assert len(records) == 20
+def test_max_pages_with_pages_left_fails_instead_of_landing_a_part(api):
+    # was: a warning and 20 of 25 records landed in a Completed run
+    with pytest.raises(PaginationError, match="more pages remain after max_pages=2"):
+        pull(src(api, path="/offset", pagination="offset", page_size=10, max_pages=2))
 
 
 @pytest.mark.parametrize(
@@ -250,8 +253,9 @@ def test_rate_limit_applies_to_every_page(api, monkeypatch):
     slept: list[float] = []
     monkeypatch.setattr("blocks.http_transport._sleep", slept.append)
     pull(src(api, path="/offset", pagination="offset", page_size=10, rate_limit_per_second=0.5))
-    # 3 pages at 0.5 requests/s, sleep stubbed (no time passes): slots at +2 s and +4 s
-    assert len(slept) == 2 and 0 < slept[0] <= 2.0 and 2.0 < slept[1] <= 4.0
+    # 4 requests (10, 10, 5, then the empty page that ends offset paging) at 0.5
+    # requests/s, sleep stubbed (no time passes): slots at +2 s, +4 s and +6 s
+    assert len(slept) == 3 and 0 < slept[0] <= 2.0 and 2.0 < slept[1] <= 4.0 < slept[2] <= 6.0
 
 
 def test_retry_after_parsing():
@@ -345,7 +349,31 @@ def test_flow_writes_watermark_with_the_ledger_row(api, save_block, sqlite_ledge
     assert "updated_since=" in seen[-1]
 
 
-def test_unsafe_output_name_is_refused_by_the_pipeline(
+def test_flow_with_a_capping_server_lands_every_record_or_fails(
+    api, save_block, sqlite_ledger, queue, tmp_path
+):
+    # was: a Completed run landing 50 of the 2,000 records the response announced
+    from flows.rest_api import ingest_rest
+
+    ledger_name, queue_name = save_block(sqlite_ledger), save_block(queue)
+    api.state.n, api.state.cap = 2000, 50
+    kw = dict(path="/capped/offset", pagination="offset", page_size=100, total_path="total")
+    name = save_block(src(api, retries=0, **kw))
+    result = ingest_rest(
+        source_block=name, ledger_block=ledger_name, queue_block=queue_name, date=DAY
+    )
+    (landed,) = (tmp_path / "landing").rglob("records_20260115.jsonl")
+    assert result["landed"] == 1
+    assert [json.loads(line)["id"] for line in landed.read_text().splitlines()] == list(range(2000))
+    api.state.lossy_pages = True  # page numbers that skip what the cap withheld
+    kw = dict(path="/capped/page", pagination="page", limit_param="per_page", page_size=100)
+    lossy = save_block(src(api, retries=0, output_name="lossy", total_path="total", **kw))
+    with pytest.raises(Exception, match="1000 of the 2000 records"):
+        ingest_rest(source_block=lossy, ledger_block=ledger_name, queue_block=queue_name, date=DAY)
+    assert not list((tmp_path / "landing").rglob("lossy*"))
+
+
+def test_unsafe_output_name_fails_the_run_before_any_request(
     api, save_block, sqlite_ledger, queue, tmp_path
 ):
     from flows.rest_api import ingest_rest
@@ -353,12 +381,244 @@ def test_unsafe_output_name_is_refused_by_the_pipeline(
     ledger_name = save_block(sqlite_ledger)
     queue_name = save_block(queue)
     name = save_block(src(api, path="/items", output_name="../escape"))
-    result = ingest_rest(
-        source_block=name,
-        ledger_block=ledger_name,
-        queue_block=queue_name,
-        date=DAY,
-        fail_on_item_error=False,
+    with pytest.raises(ConfigError, match="RestApiSource.output_name"):
+        ingest_rest(
+            source_block=name,
+            ledger_block=ledger_name,
+            queue_block=queue_name,
+            date=DAY,
+            fail_on_item_error=False,
+        )
+    assert not list(tmp_path.rglob("escape*")) and not api.state.requests
+
+
+# --------------------------------------------------------------------------- query in path
+# the /capped and /needs-q endpoint serving each pagination style
+CAPPED_KIND = {
+    "offset": "offset",
+    "page": "page",
+    "cursor": "cursor",
+    "link_header": "link",
+    "next_url": "nexturl",
+    "none": "offset?offset=0&limit=1000",
+}
+NEEDS_Q = [
+    dict(pagination="offset", page_size=10),
+    dict(pagination="page", page_size=10, limit_param="per_page"),
+    dict(pagination="cursor", cursor_path="next"),
+    dict(pagination="link_header"),
+    dict(pagination="next_url", next_url_path="next"),
+]
+
+
+@pytest.mark.parametrize("kw", NEEDS_Q, ids=lambda kw: kw["pagination"])
+def test_query_in_path_is_sent_with_every_request_and_next_page(api, kw):
+    # was: httpx replaced the path's query by `params=`, the server answered 422
+    kind = CAPPED_KIND[kw["pagination"]]
+    records, _ = pull(src(api, path=f"/needs-q/{kind}?q=python", **kw))
+    assert [r["id"] for r in records] == ALL_IDS
+    sent = [p for m, p, _ in api.state.requests if m == "GET"]
+    assert len(sent) >= 3 and all("q=python" in p for p in sent)
+
+
+def test_query_in_path_merges_with_query_params_in_raw_mode(api):
+    source = src(api, path="/needs-q/raw?q=python", mode="raw", query_params={"extra": "1"})
+    (cand,) = source.discover(DiscoverContext(partition_date=DAY))
+    out = io.BytesIO()
+    source.fetch(cand, out)
+    assert len(json.loads(out.getvalue())) == 25
+    (sent,) = [p for m, p, _ in api.state.requests if m == "GET"]
+    assert "q=python" in sent and "extra=1" in sent
+
+
+def test_query_in_base_url_and_repeated_keys_are_kept(api):
+    records, _ = pull(
+        src(
+            api,
+            base_url=f"{api.url}/needs-q?q=python",
+            path="offset?tag=a&tag=b",
+            pagination="offset",
+            page_size=10,
+        )
     )
-    assert result["landed"] == 0 and result["failed"] == 1
-    assert not list(tmp_path.rglob("escape*"))
+    assert [r["id"] for r in records] == ALL_IDS
+    sent = [p for m, p, _ in api.state.requests if m == "GET"]
+    assert all(p.startswith("/needs-q/offset?q=python&tag=a&tag=b&offset=") for p in sent)
+
+
+@pytest.mark.parametrize(
+    "kw,field,key",
+    [
+        (dict(path="/s?q=a", query_params={"q": "b"}), "query_params", "q"),
+        (dict(path="/s?limit=5", pagination="offset"), "path", "limit"),
+        (dict(query_params={"page": "2"}, pagination="page"), "query_params", "page"),
+        (dict(path="/s?cursor=x", pagination="cursor"), "path", "cursor"),
+        (
+            dict(path="/s?since=1", incremental_param="since", watermark_field="t"),
+            "path",
+            "since",
+        ),
+        (
+            dict(query_params={"k": "v"}, auth="api_key_query", token="t", api_key_name="k"),
+            "query_params",
+            "k",
+        ),
+        (dict(base_url="http://127.0.0.1:1/v1?q=a", path="/s?q=b"), "path", "q"),
+    ],
+)
+def test_query_key_given_twice_is_refused_naming_the_field(kw, field, key):
+    kw.setdefault("base_url", "http://127.0.0.1:1")
+    with pytest.raises(ConfigError, match=f"RestApiSource.{field}: query param '{key}'"):
+        RestApiSource(source_id="rest", **kw).preflight()
+
+
+# --------------------------------------------------------------------------- short pages
+@pytest.mark.parametrize("total_path", [None, "total"])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(pagination="offset"), dict(pagination="page", limit_param="per_page")],
+    ids=lambda kw: kw["pagination"],
+)
+def test_server_capping_the_page_size_still_gives_every_record(api, kw, total_path):
+    # was: 50 of 2,000 records, the first short page ended the run
+    api.state.n, api.state.cap = 2000, 50
+    kind = kw["pagination"]
+    records, _ = pull(src(api, path=f"/capped/{kind}", page_size=100, total_path=total_path, **kw))
+    assert [r["id"] for r in records] == list(range(2000))
+    pages = len([1 for m, _, _ in api.state.requests if m == "GET"])
+    assert pages == (40 if total_path else 41)  # without a total, an empty page ends it
+
+
+def test_page_numbers_that_skip_records_fail_against_the_total(api):
+    # the server steps pages by the size asked (100) but sends only 50: half is never sent
+    api.state.n, api.state.cap, api.state.lossy_pages = 300, 50, True
+    with pytest.raises(PaginationError, match="150 of the 300 records"):
+        pull(
+            src(
+                api,
+                path="/capped/page",
+                pagination="page",
+                limit_param="per_page",
+                page_size=100,
+                total_path="total",
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(pagination="offset", page_size=10),
+        dict(pagination="page", page_size=10, limit_param="per_page"),
+        dict(pagination="cursor", cursor_path="next"),
+        dict(pagination="link_header"),
+        dict(pagination="next_url", next_url_path="next"),
+        dict(pagination="none"),
+    ],
+    ids=lambda kw: kw["pagination"],
+)
+def test_fewer_records_than_the_announced_total_fail(api, kw):
+    api.state.total_offset = 5  # says 30, has 25
+    path = "/capped/" + CAPPED_KIND[kw["pagination"]]
+    with pytest.raises(PaginationError, match="25 of the 30 records"):
+        pull(src(api, path=path, total_path="total", **kw))
+
+
+def test_more_records_than_the_announced_total_fail(api):
+    api.state.total_offset = -5  # says 20, sends 25 in one page
+    with pytest.raises(PaginationError, match="more than the total of 20"):
+        pull(
+            src(api, path="/capped/offset", pagination="offset", page_size=100, total_path="total")
+        )
+
+
+def test_missing_total_fails_naming_total_path(api):
+    api.state.report_total = False
+    with pytest.raises(PaginationError, match="total_path 'total' is not a record count"):
+        pull(src(api, path="/capped/offset", pagination="offset", total_path="total"))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(pagination="offset", page_size=10),
+        dict(pagination="page", page_size=10, limit_param="per_page"),
+        dict(pagination="cursor", cursor_path="next"),
+        dict(pagination="link_header"),
+        dict(pagination="next_url", next_url_path="next"),
+    ],
+    ids=lambda kw: kw["pagination"],
+)
+def test_a_server_that_repeats_itself_fails_fast(api, kw):
+    # was: the same page over and over until max_pages, then a warning and a Completed run
+    api.state.stuck = True
+    kind = CAPPED_KIND[kw["pagination"]]
+    with pytest.raises(PaginationError, match="same as page 1|already"):
+        pull(src(api, path=f"/capped/{kind}", max_pages=50, **kw))
+    assert len([1 for m, _, _ in api.state.requests if m == "GET"]) <= 3
+
+
+# ------------------------------------------------------------- config and test_connection
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        (dict(verify_tls="/nonexistent/ca.pem"), "verify_tls"),
+        (dict(verify_tls=__file__), "verify_tls"),  # exists, but is no CA bundle
+        (dict(output_name="../escape"), "output_name"),
+        (dict(output_name="a/../../escape_{date:%Y}"), "output_name"),
+        (dict(output_name="/etc/cron.d/x"), "output_name"),
+        (dict(output_name="..\\escape"), "output_name"),
+        (dict(total_path="total", response_format="csv"), "total_path"),
+    ],
+)
+def test_preflight_refuses_bad_tls_bundle_and_unsafe_output_name(kw, field):
+    with pytest.raises(ConfigError, match=f"RestApiSource.{field}"):
+        RestApiSource(source_id="rest", base_url="http://127.0.0.1:1", **kw).preflight()
+
+
+def test_preflight_accepts_a_real_ca_bundle_and_a_sub_folder_name():
+    import certifi
+
+    RestApiSource(
+        source_id="rest",
+        base_url="http://127.0.0.1:1",
+        verify_tls=certifi.where(),
+        output_name="{date:%Y}/records",
+    ).preflight()
+
+
+def test_test_connection_makes_one_bounded_request(api):
+    result = src(api, path="/capped/offset", pagination="offset", page_size=10).test_connection()
+    assert result["ok"] and result["records_on_first_page"] == 10 and result["status"] == 200
+    assert api.state.hits["/capped/offset"] == 1  # the first page only
+
+
+def test_test_connection_reports_an_unreachable_host():
+    # was: {"ok": True} without any request
+    with ApiServer() as gone:
+        url = gone.url
+    source = RestApiSource(source_id="rest", base_url=url, path="/items", http_tries=5)
+    with pytest.raises(IngestError, match=r"connection test failed: .*ConnectError") as err:
+        source.test_connection()
+    assert "gave up after 1 tries" in str(err.value)  # bounded: no retries
+
+
+def test_test_connection_reports_a_wrong_token_without_it(api):
+    source = src(
+        api, path="/auth/query", auth="api_key_query", token="wrong-1", api_key_name="api_key"
+    )
+    with pytest.raises(
+        IngestError, match="connection test failed: GET .*/auth/query: HTTP 401"
+    ) as err:
+        source.test_connection()
+    assert "wrong-1" not in str(err.value)
+    bearer = src(api, path="/auth/bearer", auth="bearer", token="wrong-2")
+    with pytest.raises(IngestError, match="HTTP 401") as err:
+        bearer.test_connection()
+    assert "wrong-2" not in str(err.value)
+    assert src(api, path="/auth/bearer", auth="bearer", token=SECRET).test_connection()["ok"]
+
+
+def test_test_connection_reports_a_body_that_does_not_parse(api):
+    with pytest.raises(IngestError, match="records_path 'nope' not found"):
+        src(api, path="/items", records_path="nope").test_connection()

@@ -99,6 +99,8 @@ def test_untrusted_certificate_is_refused(graph):
         (dict(graph_base_url="ftp://g"), "graph_base_url"),
         (dict(client_secret=""), "client_secret"),
         (dict(file_pattern="A_{date:%Y"), "file_pattern"),
+        (dict(verify_tls="/nonexistent/ca.pem"), "verify_tls"),
+        (dict(verify_tls=__file__), "verify_tls"),  # exists, but is no CA bundle
     ],
 )
 def test_preflight_names_the_field(kw, field):
