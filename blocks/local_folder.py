@@ -6,12 +6,13 @@ import fnmatch
 import os
 import shutil
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from pydantic import Field, model_validator
 
+from blocks.date_templates import render_date_template
 from blocks.errors import ConfigError, IngestError
 from blocks.naming import safe_relative_name
 from blocks.source import Candidate, DiscoverContext, SourceBlock
@@ -21,6 +22,10 @@ _CHUNK = 1024 * 1024
 
 class LocalFolderSource(SourceBlock):
     """Watched local folder: takes files matching a glob, once each.
+
+    `pattern` may hold date templates (`DATA_{date:%Y%m%d}*.csv`), rendered for the run's
+    logical day like every file source's; `mode='newest'` takes only the most recently
+    modified matching file.
 
     Half-written files are left alone through `min_age_seconds` and/or
     `stability_seconds`. After a file is landed and recorded it is kept, deleted, or moved
@@ -36,9 +41,22 @@ class LocalFolderSource(SourceBlock):
         ...,
         description="Folder to watch (absolute, or relative to the worker's working directory).",
     )
-    pattern: str = Field(default="*", description="Glob on the file name, e.g. '*.csv'.")
+    pattern: str = Field(
+        default="*",
+        description=(
+            "Glob on the file name, e.g. '*.csv'. Date templates as in every file source: "
+            "'DATA_{date:%Y%m%d}*.csv' takes the run day's files, {date-1:FMT} the day before."
+        ),
+    )
     recursive: bool = Field(
         default=False, description="Also look in sub-folders (names keep the relative path)."
+    )
+    mode: Literal["all_new", "newest"] = Field(
+        default="all_new",
+        description=(
+            "'all_new': every matching file not yet ingested. 'newest': only the most "
+            "recently modified matching file (landed once)."
+        ),
     )
     after_landing_action: Literal["keep", "delete", "archive"] = Field(
         default="keep",
@@ -59,6 +77,10 @@ class LocalFolderSource(SourceBlock):
         return Path(self.directory).expanduser().absolute()
 
     def preflight(self) -> None:
+        try:
+            render_date_template(self.pattern, date.today())
+        except ValueError as exc:
+            raise ConfigError("LocalFolderSource.pattern", str(exc)) from None
         if not self.root.is_dir():
             raise ConfigError(
                 "LocalFolderSource.directory", f"folder {str(self.root)!r} does not exist"
@@ -80,20 +102,29 @@ class LocalFolderSource(SourceBlock):
                 )
 
     def discover(self, ctx: DiscoverContext) -> Iterator[Candidate]:
-        for path, rel in self._walk(self.root, ""):
+        pattern = render_date_template(self.pattern, ctx.partition_date)
+        newest: tuple[int, str, Candidate] | None = None
+        for path, rel in self._walk(self.root, "", pattern):
             try:
                 st = path.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed between listing and stat
-            yield Candidate(
+            cand = Candidate(
                 name=rel,
                 size=st.st_size,
                 mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
                 version=f"{st.st_size}:{st.st_mtime_ns}",
                 ref=str(path),
             )
+            if self.mode == "all_new":
+                yield cand
+            # as the object stores: newest by modification time, then name (O(1) memory)
+            elif newest is None or (st.st_mtime_ns, rel) > newest[:2]:
+                newest = (st.st_mtime_ns, rel, cand)
+        if newest is not None:
+            yield newest[2]
 
-    def _walk(self, folder: Path, prefix: str) -> Iterator[tuple[Path, str]]:
+    def _walk(self, folder: Path, prefix: str, pattern: str) -> Iterator[tuple[Path, str]]:
         with os.scandir(folder) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
                 if entry.name.startswith(".") or entry.is_symlink():
@@ -101,11 +132,11 @@ class LocalFolderSource(SourceBlock):
                 rel = f"{prefix}{entry.name}"
                 if entry.is_dir(follow_symlinks=False):
                     if self.recursive:
-                        yield from self._walk(Path(entry.path), rel + "/")
+                        yield from self._walk(Path(entry.path), rel + "/", pattern)
                 elif (
                     entry.is_file(follow_symlinks=False)
                     and not entry.name.endswith(".part")
-                    and fnmatch.fnmatchcase(entry.name, self.pattern)
+                    and fnmatch.fnmatchcase(entry.name, pattern)
                 ):
                     yield Path(entry.path), rel
 

@@ -504,3 +504,77 @@ def test_downstream_deployment_is_started_once_per_landed_item(
     ]
     assert all(r.parameters["item"]["source"] == "down" for r in started)
     assert all(r.parameters["item"]["partition_date"] for r in started)
+
+
+# ----------------------------------------------------------------- date templates, newest
+def test_date_templated_pattern_lands_only_that_days_files(save_block, sqlite_ledger, queue, inbox):
+    for name in (
+        "DATA_20260309_a.csv",
+        "DATA_20260310_a.csv",
+        "DATA_20260310_b.csv",
+        "DATA_20260311.csv",
+        "DATA_20260310.txt",
+        "OTHER.csv",
+    ):
+        write(inbox / name, name)
+    source = LocalFolderSource(
+        source_id="dated", directory=str(inbox), pattern="DATA_{date:%Y%m%d}*.csv"
+    )
+    first = counts(run(save_block, sqlite_ledger, queue, source, date="2026-03-10"))
+    assert (first["listed"], first["landed"], first["failed"]) == (2, 2, 0)
+    landed = sorted(p.name for p in landed_files(queue.landing_root))
+    assert landed == ["DATA_20260310_a.csv", "DATA_20260310_b.csv"]
+    previous = LocalFolderSource(
+        source_id="dated", directory=str(inbox), pattern="DATA_{date-1:%Y%m%d}*.csv"
+    )
+    before = counts(run(save_block, sqlite_ledger, queue, previous, date="2026-03-10"))
+    assert before["landed"] == 1
+    assert sqlite_ledger.count_items("dated", "landed") == 3
+
+
+def test_newest_mode_lands_only_the_most_recent_match(save_block, sqlite_ledger, queue, inbox):
+    write(inbox / "a.csv", "a", age=300)
+    write(inbox / "b.csv", "b", age=100)
+    write(inbox / "c.csv", "c", age=200)
+    write(inbox / "z.txt", "not matched", age=10)
+    source = LocalFolderSource(
+        source_id="newest", directory=str(inbox), pattern="*.csv", mode="newest"
+    )
+    first = counts(run(save_block, sqlite_ledger, queue, source))
+    assert (first["listed"], first["landed"]) == (1, 1)
+    assert [p.name for p in landed_files(queue.landing_root)] == ["b.csv"]
+    again = counts(run(save_block, sqlite_ledger, queue, source))
+    assert (again["listed"], again["landed"], again["skipped"]) == (1, 0, 1)
+    write(inbox / "d.csv", "d", age=50)
+    third = counts(run(save_block, sqlite_ledger, queue, source))
+    assert third["landed"] == 1
+    assert sorted(p.name for p in landed_files(queue.landing_root)) == ["b.csv", "d.csv"]
+
+
+def test_newest_mode_with_a_date_template(save_block, sqlite_ledger, queue, inbox):
+    write(inbox / "R_20260310_1.csv", "1", age=300)
+    write(inbox / "R_20260310_2.csv", "2", age=200)
+    write(inbox / "R_20260311_1.csv", "next day, newer", age=10)
+    source = LocalFolderSource(
+        source_id="newest-dated",
+        directory=str(inbox),
+        pattern="R_{date:%Y%m%d}_*.csv",
+        mode="newest",
+    )
+    assert counts(run(save_block, sqlite_ledger, queue, source, date="2026-03-10"))["landed"] == 1
+    assert [p.name for p in landed_files(queue.landing_root)] == ["R_20260310_2.csv"]
+
+
+def test_bad_date_template_fails_in_preflight_naming_the_field(save_block, queue, tmp_path):
+    from tests.conftest import sqlite_connector
+
+    ledger_path = tmp_path / "never" / "ledger.db"
+    ledger = Ledger(database=sqlite_connector(ledger_path))
+    bad = LocalFolderSource(source_id="x", directory=str(tmp_path), pattern="DATA_{date:%Y%m%d")
+    with pytest.raises(ConfigError, match=r"LocalFolderSource\.pattern: malformed date template"):
+        bad.preflight()
+    state = run(save_block, ledger, queue, bad)
+    assert state.is_failed()
+    with pytest.raises(ConfigError, match=r"LocalFolderSource\.pattern"):
+        state.result()
+    assert not ledger_path.exists(), "the ledger must not be touched before the config is valid"
