@@ -11,6 +11,12 @@ entrypoint and parameters.
 
 Per-day outcomes are kept in the ledger's state table (source `ingest-backfill`, key
 `<flow>|<source_block>|<day>`), so a rerun skips days already done unless `force`.
+
+A day whose run listed nothing is `empty`, not `done`: its file may be missing upstream or
+late, and the backfill cannot prove it took everything. Empty days are shown in the table,
+logged as warnings, announced with the Prefect event `ingest.backfill.day.empty` (resource
+`ingest.source.<source_id>`), retried by the next backfill, and (by default,
+`fail_on_empty_days`) end the backfill Failed.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from flows.summary import artifact_key
 MAX_SPAN_DAYS = 366
 MAX_PARALLEL_DAYS = 16
 STATE_SOURCE = "ingest-backfill"
+EMPTY_DAY_EVENT = "ingest.backfill.day.empty"
 # Parameters of a source flow that the backfill sets itself (or must not pass on).
 _OWNED = ("date", "force", "jitter_seconds", "trigger", "fail_on_item_error")
 
@@ -47,7 +54,7 @@ _OWNED = ("date", "force", "jitter_seconds", "trigger", "fail_on_item_error")
 @dataclass
 class DayOutcome:
     day: str
-    status: str  # done | failed | already-done
+    status: str  # done | empty | failed | already-done
     listed: int = 0
     landed: int = 0
     skipped: int = 0
@@ -157,6 +164,7 @@ def ingest_backfill(
     force: bool = False,
     max_parallel_days: int = 2,
     timezone: str = "UTC",
+    fail_on_empty_days: bool = True,
 ) -> dict[str, Any]:
     """Run a source for every day from start_date to end_date (inclusive).
 
@@ -173,6 +181,10 @@ def ingest_backfill(
         force: Re-run days already done and re-land items already in the ledger.
         max_parallel_days: Days running at once (1..16).
         timezone: IANA time zone deciding what "today" (the last allowed day) is.
+        fail_on_empty_days: End the run Failed when a day listed nothing (file missing
+            upstream, late, or not ready yet). Either way such days are reported `empty`
+            (table, warning, event) and retried by the next backfill; set False for ranges
+            where days without files are expected (weekends, holidays).
     """
     logger = get_run_logger()
     days = validate_range(start_date, end_date, max_parallel_days, today_in(timezone))
@@ -193,20 +205,55 @@ def ingest_backfill(
     totals = {k: sum(getattr(o, k) for o in outcomes) for k in ("listed", "landed", "skipped")}
     totals["failed"] = sum(o.failed for o in outcomes)
     failed_days = [o.day for o in outcomes if o.status == "failed"]
+    empty_days = [o.day for o in outcomes if o.status == "empty"]
     create_table_artifact(
         key=artifact_key("ingest-backfill", label.split("|")[-1]),
         table=rows,
         description=(
             f"Backfill {label} {start_date}..{end_date}: {len(days)} day(s), "
-            f"{len(failed_days)} failed; totals {totals}"
+            f"{len(failed_days)} failed, {len(empty_days)} empty; totals {totals}"
         ),
     )
-    logger.info("backfill %s: %d day(s), failed days: %s", label, len(days), failed_days or "none")
+    logger.info(
+        "backfill %s: %d day(s), failed days: %s, empty days: %s",
+        label,
+        len(days),
+        failed_days or "none",
+        empty_days or "none",
+    )
+    problems = []
     if failed_days:
-        raise RuntimeError(
-            f"backfill {label}: {len(failed_days)} day(s) failed: {', '.join(failed_days)}"
+        problems.append(f"{len(failed_days)} day(s) failed: {', '.join(failed_days)}")
+    if empty_days:
+        logger.warning(
+            "backfill %s: nothing found for %d day(s): %s; the next backfill retries them",
+            label,
+            len(empty_days),
+            ", ".join(empty_days),
         )
-    return {"days": rows, "totals": totals}
+        if fail_on_empty_days:
+            problems.append(
+                f"{len(empty_days)} day(s) empty (nothing listed): {', '.join(empty_days)}; "
+                "rerun the backfill once the files are there (fail_on_empty_days=False "
+                "accepts days without files)"
+            )
+    if problems:
+        raise RuntimeError(f"backfill {label}: " + "; ".join(problems))
+    return {"days": rows, "totals": totals, "failed_days": failed_days, "empty_days": empty_days}
+
+
+def _emit_empty_day(source_id: str, label: str, day: str) -> None:
+    """The Prefect event for a day that listed nothing, so an automation can alert."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=EMPTY_DAY_EVENT,
+        resource={
+            "prefect.resource.id": f"ingest.source.{source_id}",
+            "prefect.resource.name": source_id,
+        },
+        payload={"day": day, "backfill": label, "listed": 0},
+    )
 
 
 def _run_days(
@@ -242,15 +289,31 @@ def _run_days(
         result = future.state.result(raise_on_failure=False)
         if isinstance(result, dict):
             failed = int(result.get("failed", 0))
+            listed = int(result.get("listed", 0))
+            # Nothing listed proves nothing was there to take: the day stays pending.
+            status = "failed" if failed else ("done" if listed else "empty")
             outcome = DayOutcome(
                 day.isoformat(),
-                "failed" if failed else "done",
-                listed=int(result.get("listed", 0)),
+                status,
+                listed=listed,
                 landed=int(result.get("landed", 0)),
                 skipped=int(result.get("skipped", 0)),
                 failed=failed,
-                error=f"{failed} item(s) failed" if failed else "",
+                error=(
+                    f"{failed} item(s) failed"
+                    if failed
+                    else ("" if listed else "nothing listed: missing upstream or not ready")
+                ),
             )
+            if status == "empty":
+                source_id = str(result.get("source") or label.split("|")[-1])
+                logger.warning(
+                    "day %s: nothing listed for %s (file missing upstream or not ready); "
+                    "not marked done, the next backfill retries it",
+                    outcome.day,
+                    source_id,
+                )
+                _emit_empty_day(source_id, label, outcome.day)
         else:
             outcome = DayOutcome(
                 day.isoformat(), "failed", error=f"{type(result).__name__}: {result}"[:500]

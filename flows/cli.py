@@ -4,6 +4,7 @@
     ingest-ops [--json] test-connection <block-type-slug>/<block-name>
     ingest-ops [--json] run <flow>/<deployment> [--date D] [--force] [--param k=v ...]
     ingest-ops [--json] backfill <flow>/<deployment> START END [--force] [--max-parallel-days 2]
+                        [--allow-empty-days]
                         [--via ingest-backfill/backfill | --local]
     ingest-ops [--json] pause|resume <flow>/<deployment>
     ingest-ops [--json] ledger [--source S] [--limit 20] [--ledger-block NAME]
@@ -228,6 +229,11 @@ def backfill(
     end: dt.datetime = typer.Argument(..., formats=["%Y-%m-%d"]),
     force: bool = typer.Option(False, help="Redo days already done."),
     max_parallel_days: int = typer.Option(2, min=1, max=16),
+    fail_on_empty_days: bool = typer.Option(
+        True,
+        "--fail-on-empty-days/--allow-empty-days",
+        help="End Failed when a day listed nothing (empty days are retried either way).",
+    ),
     via: str = typer.Option("ingest-backfill/backfill", help="Backfill deployment to start."),
     local: bool = typer.Option(False, help="Run the backfill flow in this process instead."),
 ) -> None:
@@ -244,6 +250,7 @@ def backfill(
         "end_date": end.date().isoformat(),
         "force": force,
         "max_parallel_days": max_parallel_days,
+        "fail_on_empty_days": fail_on_empty_days,
     }
     if local:
         from flows.backfill import ingest_backfill
@@ -305,9 +312,13 @@ def ledger(
     ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
 ) -> None:
     """Show the most recent ledger entries (landed, duplicate, failed items)."""
+    from blocks.errors import IngestError
+
     led = _ledger(ledger_block)
     try:
         rows = led.recent_items(source, limit)
+    except IngestError as exc:  # unusable or unreachable ledger: one line, not a traceback
+        _fail(str(exc))
     finally:
         led.dispose()
     keep = ("source", "name", "status", "partition_date", "size", "sha256", "created_at", "error")
@@ -322,11 +333,14 @@ def health(
     """Per-source health from the ledger: success rate, last success, backlog."""
     from dataclasses import asdict
 
+    from blocks.errors import IngestError
     from flows.health import known_sources, source_health
 
     led = _ledger(ledger_block)
     try:
         rows = [asdict(source_health(led, s, last_n)) for s in known_sources(led)]
+    except IngestError as exc:  # unusable or unreachable ledger: one line, not a traceback
+        _fail(str(exc))
     finally:
         led.dispose()
     _emit(rows)

@@ -1,15 +1,37 @@
-"""Backfill flow: range validation (unit) and a 3-day resumable run on the test API."""
+"""Backfill flow: range validation (unit) and a 3-day resumable run on the test API;
+days that find nothing are reported `empty` and retried (property-tested)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
+from prefect.settings import PREFECT_API_URL
 
+from blocks import IngestionQueue, Ledger, LocalFolderSource
 from blocks.errors import ConfigError
 from flows.backfill import ingest_backfill, validate_range
+from flows.summary import artifact_key
+from tests.conftest import sqlite_connector
 from tests.ops_flows import DatedFolderSource
+
+PROPERTY_EXAMPLES = int(os.environ.get("INGEST_PROPERTY_EXAMPLES", "5"))
 
 TODAY = dt.date(2026, 3, 10)
 
@@ -113,3 +135,168 @@ def test_failed_day_is_recorded_and_retried(save_block, inbox, sqlite_ledger, qu
 def test_backfill_needs_a_source(prefect_api):
     state = ingest_backfill(start_date=dt.date.today(), end_date=dt.date.today(), return_state=True)
     assert state.is_failed() and "deployment" in str(state.message)
+
+
+# --------------------------------------------------------------------- empty (missing) days
+LOCAL_FOLDER = "flows.local_folder:ingest_local_folder"
+
+
+def _events(name: str, source: str, timeout: float = 30) -> list[dict]:
+    """Events `name` on resource ingest.source.<source>, waiting for them to arrive."""
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [f"ingest.source.{source}"]}}}
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10)
+        resp.raise_for_status()
+        found = resp.json()["events"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _backfill_table(state, block_name: str) -> list[dict]:
+    """The final table artifact of one backfill run."""
+    import asyncio
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[artifact_key("ingest-backfill", block_name)]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                )
+            )
+
+    (artifact,) = asyncio.run(read())
+    return artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
+
+
+def test_missing_day_is_reported_empty_and_taken_when_it_arrives(
+    save_block, inbox, sqlite_ledger, queue, caplog
+):
+    """3 days, the middle day's file is missing upstream: that day is `empty` (table,
+    warning, event), the backfill does not end Completed, and once the file arrives the
+    next backfill lands it."""
+    days = [dt.date.today() - dt.timedelta(days=n) for n in (3, 2, 1)]
+    _dated_inbox(inbox, [days[0], days[2]])
+    source_id = f"bank{uuid.uuid4().hex[:6]}"
+    src = save_block(
+        LocalFolderSource(
+            source_id=source_id, directory=str(inbox), pattern="BANK_{date:%Y%m%d}*.csv"
+        )
+    )
+    common = dict(
+        start_date=days[0],
+        end_date=days[-1],
+        entrypoint=LOCAL_FOLDER,
+        source_block=src,
+        ledger_block=save_block(sqlite_ledger),
+        queue_block=save_block(queue),
+    )
+    with caplog.at_level(logging.WARNING):
+        first = ingest_backfill(**common, return_state=True)
+    middle = days[1].isoformat()
+    assert first.is_failed(), "a backfill with a day that found nothing must not end Completed"
+    assert "empty" in str(first.message) and middle in str(first.message)
+    table = _backfill_table(first, src)
+    assert [(r["day"], r["status"], r["landed"]) for r in table] == [
+        (days[0].isoformat(), "done", 1),
+        (middle, "empty", 0),
+        (days[2].isoformat(), "done", 1),
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(middle in w and "nothing" in w for w in warnings), warnings
+    (event,) = _events("ingest.backfill.day.empty", source_id)
+    assert event["payload"]["day"] == middle
+    key = f"ingest-local-folder|{src}|{middle}"
+    assert sqlite_ledger.get_state("ingest-backfill", key)["status"] == "empty"
+
+    # Days without files may be accepted on purpose: Completed, still reported and pending.
+    allowed = ingest_backfill(**common, fail_on_empty_days=False)
+    assert allowed["empty_days"] == [middle]
+    assert [d["status"] for d in allowed["days"]] == ["already-done", "empty", "already-done"]
+
+    _dated_inbox(inbox, [days[1]])  # the late file arrives
+    last = ingest_backfill(**common)
+    assert [(d["status"], d["landed"]) for d in last["days"]] == [
+        ("already-done", 0),
+        ("done", 1),
+        ("already-done", 0),
+    ]
+    assert last["empty_days"] == []
+    assert [sqlite_ledger.count_items(source_id, "landed", d) for d in days] == [1, 1, 1]
+    landed = sorted(p.name for p in Path(queue.landing_dir).rglob("*.csv"))
+    assert landed == sorted(f"BANK_{d:%Y%m%d}.csv" for d in days)
+
+
+# Per day: the wave its files arrive in (0: before the first backfill, 1: before the
+# second) or None (never), and how many files it gets.
+_day_plan = st.tuples(st.sampled_from([0, 1, None]), st.integers(min_value=1, max_value=2))
+
+
+@settings(
+    max_examples=PROPERTY_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    plan=st.lists(_day_plan, min_size=1, max_size=4),
+    parallel=st.integers(min_value=1, max_value=3),
+)
+def test_property_every_file_landed_once_and_every_missing_day_empty(save_block, plan, parallel):
+    """Random days with and without files and random late arrivals: after the final
+    backfill every file present is landed exactly once and every day still without a
+    file is reported empty (and the backfill is not Completed)."""
+    days = [dt.date.today() - dt.timedelta(days=len(plan) - i) for i in range(len(plan))]
+    arrival = {day: wave for day, (wave, _) in zip(days, plan, strict=True)}
+    files = {day: count for day, (_, count) in zip(days, plan, strict=True)}
+    with tempfile.TemporaryDirectory(prefix="backfill-prop-") as tmp:
+        root = Path(tmp)
+        inbox = root / "inbox"
+        inbox.mkdir()
+        ledger = Ledger(database=sqlite_connector(root / "ledger.db"))
+        source_id = f"prop{uuid.uuid4().hex[:6]}"
+        block = save_block(
+            LocalFolderSource(
+                source_id=source_id, directory=str(inbox), pattern="F_{date:%Y%m%d}_*.csv"
+            )
+        )
+        common = dict(
+            start_date=days[0],
+            end_date=days[-1],
+            entrypoint=LOCAL_FOLDER,
+            source_block=block,
+            ledger_block=save_block(ledger),
+            queue_block=save_block(IngestionQueue(landing_dir=str(root / "landing"), fsync=False)),
+            max_parallel_days=parallel,
+        )
+        try:
+            for wave in (0, 1):  # wave 1: the late files have arrived
+                for day in days:
+                    if arrival[day] == wave:
+                        for n in range(files[day]):
+                            (inbox / f"F_{day:%Y%m%d}_{n}.csv").write_text(f"{day} {n}\n")
+                state = ingest_backfill(**common, return_state=True)
+                there = {d for d in days if arrival[d] is not None and arrival[d] <= wave}
+                missing = sorted(d.isoformat() for d in days if d not in there)
+                assert state.is_failed() == bool(missing), state.message
+                table = _backfill_table(state, block)
+                assert sorted(r["day"] for r in table if r["status"] == "empty") == missing
+                for day in days:
+                    saved = ledger.get_state(
+                        "ingest-backfill", f"ingest-local-folder|{block}|{day}"
+                    )
+                    assert saved["status"] == ("done" if day in there else "empty")
+            landed = sorted(p.name for p in (root / "landing").rglob("*.csv"))
+            expected = sorted(
+                f"F_{d:%Y%m%d}_{n}.csv"
+                for d in days
+                if arrival[d] is not None
+                for n in range(files[d])
+            )
+            assert landed == expected  # every file present, each exactly once
+            for day in days:
+                want = files[day] if arrival[day] is not None else 0
+                assert ledger.count_items(source_id, "landed", day) == want
+        finally:
+            ledger.dispose()
