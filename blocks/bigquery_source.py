@@ -9,7 +9,7 @@ from typing import Any
 from prefect_gcp.bigquery import BigQueryWarehouse
 from pydantic import Field
 
-from blocks.errors import ConfigError
+from blocks.errors import ConfigError, CredentialsError, is_retryable
 from blocks.file_formats import Column
 from blocks.warehouse_query import QueryResult, WarehouseQueryError, WarehouseQuerySource, scrub
 from blocks.watermark_values import value_kind
@@ -104,6 +104,16 @@ class BigQueryQuerySource(WarehouseQuerySource):
     job_timeout_seconds: float = Field(
         default=3600, gt=0, description="Give up waiting for the query job after this long."
     )
+    api_timeout_seconds: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description=(
+            "Time bound of each BigQuery API call, its retries included (starting a job, "
+            "the dry runs of test_connection): an unreachable endpoint fails after this "
+            "long instead of retrying for 10 minutes."
+        ),
+    )
     api_endpoint: str | None = Field(
         default=None,
         description=(
@@ -155,18 +165,37 @@ class BigQueryQuerySource(WarehouseQuerySource):
         from google.auth import exceptions as auth_exc
 
         text = scrub(getattr(exc, "message", None) or str(exc), self._secrets())
-        if isinstance(exc, auth_exc.GoogleAuthError):
-            return ConfigError(self._credentials_field, f"Google refused the credentials: {text}")
+        if isinstance(exc, auth_exc.GoogleAuthError) and not is_retryable(exc):
+            return CredentialsError(
+                self._credentials_field, f"Google refused the credentials: {text}"
+            )
         if isinstance(exc, (gexc.Unauthorized, gexc.Forbidden)):
-            return ConfigError(
+            return CredentialsError(
                 self._credentials_field,
                 f"BigQuery refused access ({exc.code}): {text}",
             )
         if isinstance(exc, (gexc.BadRequest, gexc.NotFound)):
             return ConfigError(f"{self._label}.query", f"BigQuery rejected the query: {text}")
+        if isinstance(exc, gexc.RetryError):  # api_timeout_seconds ran out: say where, why
+            cause = exc.cause
+            text = (
+                f"no answer from {self.api_endpoint or 'the BigQuery API'} within "
+                f"api_timeout_seconds={self.api_timeout_seconds:g}"
+                + (f" (last error: {type(cause).__name__})" if cause is not None else "")
+            )
         return WarehouseQueryError(
-            f"{self._label}: BigQuery query failed: {type(exc).__name__}: {text}"
+            f"{self._label}: BigQuery query failed: {type(exc).__name__}: {text}",
+            retryable=is_retryable(exc),
         )
+
+    def _bounded(self) -> dict[str, Any]:
+        """Arguments bounding one `client.query` call. The client's defaults retry a refused
+        connection for 600 s, and wrap that in a second 600 s job-insert retry unless
+        `job_retry` is None; a failed job is retried by the pipeline's item retries."""
+        from google.cloud.bigquery.retry import DEFAULT_RETRY
+
+        bound = self.api_timeout_seconds
+        return {"retry": DEFAULT_RETRY.with_timeout(bound), "timeout": bound, "job_retry": None}
 
     def _job_config(self, params: dict[str, Any], dry_run: bool = False) -> Any:
         from google.cloud import bigquery
@@ -184,7 +213,7 @@ class BigQueryQuerySource(WarehouseQuerySource):
         client = self.client()
         try:
             try:
-                job = client.query(sql, job_config=self._job_config(params))
+                job = client.query(sql, job_config=self._job_config(params), **self._bounded())
                 rows = job.result(page_size=self.chunk_size, timeout=self.job_timeout_seconds)
             except Exception as exc:
                 raise self._error(exc) from None
@@ -210,8 +239,10 @@ class BigQueryQuerySource(WarehouseQuerySource):
         try:
             # A dry run compiles the query and resolves its tables, reading (and billing)
             # nothing; a SELECT 1 first tells bad credentials from a bad query.
-            client.query("SELECT 1", job_config=self._job_config({}, dry_run=True))
-            job = client.query(sql, job_config=self._job_config(params, dry_run=True))
+            dry = self._job_config({}, dry_run=True)
+            client.query("SELECT 1", job_config=dry, **self._bounded())
+            dry = self._job_config(params, dry_run=True)
+            job = client.query(sql, job_config=dry, **self._bounded())
             return [Column(f.name, arrow_type(f)) for f in job.schema or []]
         except Exception as exc:
             raise self._error(exc) from None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from blocks.defaults import default_landing_dir
 from blocks.errors import ConfigError, IngestError
@@ -58,6 +58,7 @@ class IngestionQueue(Block):
 
     landing_dir: str = Field(
         default_factory=default_landing_dir,
+        validate_default=True,  # a relative $INGEST_LANDING_DIR fails too
         description="Root of the landing area; items land under {source}/{YYYY}/{MM}/{DD}/.",
     )
     staging_dir: str | None = Field(
@@ -93,6 +94,21 @@ class IngestionQueue(Block):
         default="item",
         description="Name of the downstream flow's parameter that receives the item message.",
     )
+
+    @field_validator("landing_dir", "staging_dir", "quarantine_dir")
+    @classmethod
+    def _absolute_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A relative (or empty: ".") path resolves against the working directory, which
+        # under a process worker is a temporary folder deleted after the run: the file
+        # would vanish while the ledger and queue say it landed.
+        where = f"IngestionQueue.{info.field_name}"
+        if value is None or (not value.strip() and info.field_name != "landing_dir"):
+            return None  # staging/quarantine: empty means beside the landing directory
+        if not value.strip():
+            raise ConfigError(where, "is empty; give an absolute directory path")
+        if not Path(value).expanduser().is_absolute():
+            raise ConfigError(where, f"{value!r} is relative; give an absolute directory path")
+        return value
 
     @field_validator("downstream_deployment")
     @classmethod

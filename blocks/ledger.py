@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, S
 
 from blocks import ledger_schema as t
 from blocks.defaults import default_ledger_path
-from blocks.errors import LedgerError
+from blocks.errors import ConfigError, LedgerError
 
 _ENGINE_LOCK = threading.Lock()
 # Keeps each IN (...) list well under SQLite's and PostgreSQL's bound-parameter limits.
@@ -141,11 +142,11 @@ class Ledger(Block):
         driver = getattr(info, "driver", None)
         is_sqlite = "sqlite" in str(getattr(driver, "value", driver))
         if is_sqlite and info.database and info.database != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(info.database)), exist_ok=True)
+            _check_sqlite_path(str(info.database))
         try:
             engine = self.database.get_engine(pool_pre_ping=True)
         except Exception as exc:  # driver import errors, bad URLs
-            raise LedgerError(f"Ledger.database: cannot create engine: {exc}") from exc
+            raise LedgerError(f"Ledger.database: cannot create engine: {_redact(exc)}") from exc
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         if self.table_check:
@@ -189,7 +190,7 @@ class Ledger(Block):
         except IntegrityError:
             raise
         except SQLAlchemyError as exc:
-            raise LedgerError(f"ledger database error: {_short(exc)}") from exc
+            raise LedgerError(f"Ledger.database: database error: {_short(exc)}") from exc
 
     def check(self) -> None:
         """Fail fast (LedgerError) when the ledger database is unreachable."""
@@ -486,8 +487,44 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _check_sqlite_path(database: str) -> None:
+    """Create the SQLite file's folder; an unusable path is a ConfigError naming the field.
+
+    Without this a missing, uncreatable or read-only folder surfaced as a raw OSError
+    (or sqlite's "unable to open database file") deep in the first query.
+    """
+    path = os.path.abspath(os.path.expanduser(database))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise ConfigError("Ledger.database", f"SQLite file {path} is a directory")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "Ledger.database",
+            f"cannot create the folder {folder} of SQLite file {path}: "
+            f"{exc.strerror or type(exc).__name__}",
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        # sqlite needs to create the file and its -wal/-shm journals beside it
+        raise ConfigError(
+            "Ledger.database", f"folder {folder} of SQLite file {path} is not writable"
+        )
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError("Ledger.database", f"SQLite file {path} is not readable and writable")
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)\S*@")
+
+
+def _redact(exc: BaseException | str) -> str:
+    """First line of an error with any URL password masked (`scheme://user:***@host`)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return _URL_PASSWORD.sub(r"\1***@", line)
+
+
 def _short(exc: BaseException) -> str:
     """First line of a database error, without the SQL and parameters SQLAlchemy appends."""
     orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return _redact(orig if orig is not None else exc)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from prefect_aws import AwsCredentials
 from pydantic import Field
 
-from blocks.errors import ConfigError, IngestError
+from blocks.errors import ConfigError, CredentialsError, IngestError, is_retryable
 from blocks.object_store import CHUNK_BYTES, ObjectStoreSource, StoredObject
 from blocks.source import Candidate, SkipItem
 
@@ -61,6 +62,22 @@ class S3Source(ObjectStoreSource):
         ),
     )
 
+    def preflight(self) -> None:
+        """Also refuses an endpoint that is not an http(s) URL, naming the field that holds
+        it (botocore would fail later with "Invalid endpoint", or resolve it as a host)."""
+        super().preflight()
+        params = self.aws_credentials.aws_client_parameters
+        for where, url in (
+            ("S3Source.endpoint_url", self.endpoint_url),
+            ("S3Source.aws_credentials.aws_client_parameters.endpoint_url", params.endpoint_url),
+        ):
+            if url is not None and not _is_http_url(str(url)):
+                raise ConfigError(
+                    where, f"{url!r} is not an http(s) URL (e.g. 'https://host:9000')"
+                )
+            if self.endpoint_url:
+                break  # ours overrides the credentials block's
+
     # -- client
     def s3_client(self) -> Any:
         """The boto3 S3 client prefect-aws builds (cached by it per credentials)."""
@@ -86,19 +103,23 @@ class S3Source(ObjectStoreSource):
                     "S3Source.bucket", f"bucket {self.bucket!r} does not exist ({doing})"
                 ) from None
             if code in _AUTH_CODES or status in (401, 403):
-                raise ConfigError(
+                raise CredentialsError(
                     "S3Source.aws_credentials",
                     f"S3 refused the credentials while {doing} in bucket {self.bucket!r}: "
                     f"{code or status} ({err.get('Message', '')})",
                 ) from None
-            raise IngestError(f"S3 error while {doing}: {code or status}: {exc}") from exc
+            raise IngestError(
+                f"S3 error while {doing}: {code or status}: {exc}", retryable=is_retryable(exc)
+            ) from exc
         except NoCredentialsError:
-            raise ConfigError(
+            raise CredentialsError(
                 "S3Source.aws_credentials",
                 "no AWS credentials found (set keys, a profile or a role on the block)",
             ) from None
         except BotoCoreError as exc:
-            raise IngestError(f"S3 error while {doing}: {exc}") from exc
+            raise IngestError(
+                f"S3 error while {doing}: {exc}", retryable=is_retryable(exc)
+            ) from exc
 
     # -- listing
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:
@@ -186,3 +207,13 @@ class S3Source(ObjectStoreSource):
                     f"{candidate.name}: not deleted, it changed or went away after it was landed"
                 )
             self.s3_client().delete_object(Bucket=self.bucket, Key=candidate.name)
+
+
+def _is_http_url(url: str) -> bool:
+    """True for 'http(s)://host[:port][/path]' with a valid port and no spaces."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url

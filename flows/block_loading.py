@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from prefect.blocks.core import Block
+from pydantic import ValidationError
 
 from blocks.errors import ConfigError
 from blocks.handoff import IngestionQueue
@@ -19,12 +20,31 @@ def load_named_block(cls: type[B], name: str, parameter: str) -> B:
         raise ConfigError(parameter, f"name a saved {cls.get_block_type_name()!r} block")
     try:
         return cls.load(name)
+    except RuntimeError as exc:
+        # A saved block whose fields fail validation (Prefect wraps the ValidationError):
+        # one line naming each field, not pydantic's multi-line dump.
+        if not isinstance(exc.__cause__, ValidationError):
+            raise
+        raise ConfigError(
+            parameter, f"block {name!r} is invalid: {one_line(exc.__cause__)}"
+        ) from exc
     except ValueError as exc:
         raise ConfigError(
             parameter,
             f"no {cls.get_block_type_name()!r} block named {name!r} could be loaded ({exc}); "
             f"create it in the UI or with {cls.__name__}(...).save({name!r})",
         ) from exc
+
+
+def one_line(exc: ValidationError) -> str:
+    """A pydantic ValidationError as one line: `field: message; ...` (no input values,
+    which could hold a secret)."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(message if not loc or "." in message.split(":")[0] else f"{loc}: {message}")
+    return "; ".join(parts) or type(exc).__name__
 
 
 def load_shared_blocks(

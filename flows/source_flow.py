@@ -13,6 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.errors import ConfigError
 from blocks.source import SourceBlock
+from blocks.timezones import check_run_date
 from flows.block_loading import load_named_block, load_shared_blocks
 from flows.pipeline import run_source
 
@@ -23,7 +24,8 @@ Args:
     queue_block: Name of the saved Ingestion Queue block (empty: $INGEST_HOME/landing).
     force: Re-land items already in the ledger.
     date: Logical day of the run: fills date templates and the landing path (default:
-        today in the source block's time zone). The backfill flow sets it.
+        today in the source block's time zone; at most tomorrow there). The backfill flow
+        sets it.
     fail_on_item_error: End the run Failed when any item failed (else Completed with a
         partial count).
     jitter_seconds: Wait a random 0..jitter_seconds (at most 3600) before starting, so many
@@ -58,10 +60,12 @@ def source_flow(block_cls: type[SourceBlock], name: str, summary: str) -> Flow[.
         jitter_seconds: float = 0,
         trigger: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        check_run_date(date)  # a far-future date fails before the jitter wait and any I/O
         apply_jitter(jitter_seconds)
         if trigger is not None:
             get_run_logger().info("started by trigger: %s", json.dumps(trigger)[:2000])
         source = load_named_block(block_cls, source_block, "source_block")
+        check_run_date(date, source.timezone)  # exact bound: tomorrow in the source's zone
         ledger, queue = load_shared_blocks(ledger_block, queue_block)
         try:
             result = run_source(

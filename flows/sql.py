@@ -5,18 +5,35 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
 from blocks.errors import ConfigError
 from blocks.handoff import IngestionQueue
 from blocks.ledger import Ledger
 from blocks.sql_source import SqlSource
 from blocks.sql_watermark import STATE_KEY
+from blocks.timezones import check_run_date
 from flows.block_loading import load_named_block, load_shared_blocks
-from flows.pipeline import run_source
+from flows.pipeline import retry_if_transient, run_source
 
 _COUNTS = ("listed", "skipped", "landed", "failed", "bytes", "seconds")
+
+
+@task(name="connect", cache_policy=NO_CACHE, retry_condition_fn=retry_if_transient)
+def connect(source: SqlSource) -> dict[str, Any]:
+    """Connect and check the table/query and every configured column (`test_connection`)."""
+    return source.test_connection()
+
+
+def check_connection(source: SqlSource) -> dict[str, Any]:
+    """`connect`, retried like an item (`retries`, `retry_delay_seconds` of the block) when
+    the database cannot be reached; a refused login or a bad name fails at once."""
+    retries = source.retries
+    delays = exponential_backoff(source.retry_delay_seconds or 0.001)(retries) if retries else 0
+    return connect.with_options(retries=retries, retry_delay_seconds=delays)(source)
 
 
 @flow(
@@ -49,7 +66,7 @@ def ingest_sql(
         queue_block: Name of the saved Ingestion Queue block (empty: .ingest/landing).
         force: Re-land content already in the ledger.
         date: Logical day of the run: the landing folder (default: today in the block's
-            time zone).
+            time zone; at most tomorrow there).
         fail_on_item_error: End the run Failed when the extraction failed.
         backfill_start: With backfill_end: re-extract `start <= column < end` of the
             timestamp column into one file; the watermark is not touched. Naive values are
@@ -59,14 +76,16 @@ def ingest_sql(
     """
     if max_files < 1:
         raise ConfigError("max_files", "must be at least 1")
+    check_run_date(date)  # a far-future date fails before any I/O
     source = load_named_block(SqlSource, source_block, "source_block")
+    check_run_date(date, source.timezone)  # exact bound: tomorrow in the source's zone
     source.set_backfill(backfill_start, backfill_end)
     ledger, queue = load_shared_blocks(ledger_block, queue_block)
     totals: dict[str, Any] = dict.fromkeys(_COUNTS, 0)
     totals.update(runs=0, source=source.source_id)
     try:
         source.preflight()
-        source.test_connection()  # bad table/column names fail here, before any extraction
+        check_connection(source)  # bad table/column names fail here, before any extraction
         with source.run_lock() as mine:
             if not mine:
                 get_run_logger().warning(
