@@ -13,7 +13,7 @@ from google.auth import exceptions as auth_exc
 from prefect_gcp import GcpCredentials
 from pydantic import Field, PrivateAttr
 
-from blocks.errors import ConfigError, IngestError
+from blocks.errors import ConfigError, CredentialsError, IngestError, is_retryable
 from blocks.object_store import ObjectStoreSource, StoredObject
 from blocks.source import Candidate, SkipItem
 
@@ -75,7 +75,7 @@ class GcsSource(ObjectStoreSource):
                 "GcsSource.bucket", f"bucket {self.bucket!r} does not exist ({doing})"
             ) from None
         except (gexc.Unauthorized, gexc.Forbidden) as exc:
-            raise ConfigError(
+            raise CredentialsError(
                 "GcsSource.gcp_credentials",
                 f"GCS refused the credentials while {doing} in bucket {self.bucket!r}: "
                 f"{exc.code} {type(exc).__name__}",
@@ -83,12 +83,14 @@ class GcsSource(ObjectStoreSource):
         except (auth_exc.RefreshError, auth_exc.DefaultCredentialsError) as exc:
             # exc.args[0] is the token endpoint's error code and text, no key material
             first = str(exc.args[0]) if exc.args else type(exc).__name__
-            raise ConfigError(
+            raise CredentialsError(
                 "GcsSource.gcp_credentials",
                 f"could not get a Google access token while {doing}: {first}",
             ) from None
         except gexc.GoogleAPIError as exc:
-            raise IngestError(f"GCS error while {doing}: {exc}") from exc
+            raise IngestError(
+                f"GCS error while {doing}: {exc}", retryable=is_retryable(exc)
+            ) from exc
 
     # -- listing
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import httpx
 
-from blocks.errors import IngestError
+from blocks.errors import IngestError, status_retryable
 
 
 class NoAuth:
@@ -99,7 +99,9 @@ class OAuth2ClientCredentials:
                 code = ""
             raise IngestError(
                 f"OAuth2 token request to {httpx.URL(self._url).copy_with(query=None)} failed: "
-                f"HTTP {response.status_code} {code}".rstrip()
+                f"HTTP {response.status_code} {code}".rstrip(),
+                # 400/401 (invalid_client, invalid_grant): wrong credentials, never retried
+                retryable=status_retryable(response.status_code),
             )
         body = response.json()
         if "access_token" not in body:

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import paramiko
 
-from blocks.errors import IngestError
+from blocks.errors import (
+    ConfigError,
+    CredentialsError,
+    HostKeyError,
+    IngestError,
+    SourceUnavailable,
+)
 from blocks.sftp_chunk_pipe import open_sftp_channel
 
 # Large SSH windows and packets let many SFTP read requests be in flight at once; with
@@ -23,11 +29,11 @@ _WINDOW = 64 * 1024 * 1024
 _MAX_PACKET = 256 * 1024 - 1024
 
 
-class SftpAuthError(IngestError):
-    """Login refused (wrong password or key)."""
+class SftpAuthError(CredentialsError):
+    """Login refused (wrong password or key). Never retried: servers lock accounts."""
 
 
-class SftpHostKeyError(IngestError):
+class SftpHostKeyError(HostKeyError):
     """The server's host key is unknown or does not match the configured one."""
 
 
@@ -57,8 +63,9 @@ def _check_host_key(login: SftpLogin, key: paramiko.PKey) -> None:
         if login.accept_unknown_host_key:
             return
         raise SftpHostKeyError(
+            "SftpSource.host_key",
             f"SFTP host {where}: host key {key.get_name()} {fingerprint(key)} is not trusted; "
-            "set SftpSource.host_key to it (or accept_unknown_host_key=True to opt out)"
+            "set SftpSource.host_key to it (or accept_unknown_host_key=True to opt out)",
         )
     expected = login.host_key.strip()
     if expected.startswith("SHA256:"):
@@ -72,8 +79,9 @@ def _check_host_key(login: SftpLogin, key: paramiko.PKey) -> None:
         ok = blob == key.get_base64()
     if not ok:
         raise SftpHostKeyError(
+            "SftpSource.host_key",
             f"SFTP host {where}: host key {key.get_name()} {fingerprint(key)} does not match "
-            "SftpSource.host_key (possible man-in-the-middle); refusing to connect"
+            "SftpSource.host_key (possible man-in-the-middle); refusing to connect",
         )
 
 
@@ -84,9 +92,9 @@ def _load_private_key(text: str, passphrase: str | None) -> paramiko.PKey:
             return cls.from_private_key(io.StringIO(text), password=passphrase)
         except (paramiko.SSHException, ValueError) as exc:
             errors.append(type(exc).__name__)
-    raise IngestError(
-        "SftpSource.private_key: not a readable OpenSSH/PEM private key "
-        "(or wrong private_key_passphrase)"
+    raise ConfigError(
+        "SftpSource.private_key",
+        "not a readable OpenSSH/PEM private key (or wrong private_key_passphrase)",
     )
 
 
@@ -99,7 +107,7 @@ class SftpConnection:
         try:
             sock = socket.create_connection((login.host, login.port), login.connect_timeout)
         except OSError as exc:
-            raise IngestError(
+            raise SourceUnavailable(
                 f"SFTP host {where}: cannot connect ({exc.strerror or exc})"
             ) from None
         transport = paramiko.Transport(
@@ -126,7 +134,7 @@ class SftpConnection:
             raise
         except (paramiko.SSHException, OSError, EOFError) as exc:
             transport.close()
-            raise IngestError(f"SFTP host {where}: SSH handshake failed ({exc})") from None
+            raise SourceUnavailable(f"SFTP host {where}: SSH handshake failed ({exc})") from None
 
     def _authenticate(self) -> None:
         login = self.login
@@ -146,9 +154,10 @@ class SftpConnection:
             except paramiko.AuthenticationException:
                 tried.append("password")
         if not tried:
-            raise SftpAuthError(f"SFTP {who}: set SftpSource.password or private_key")
+            raise ConfigError("SftpSource.password", f"SFTP {who}: set a password or private_key")
         # `from None`: paramiko's exception carries no secret, but keep the chain short.
-        raise SftpAuthError(f"SFTP {who}: login refused ({' and '.join(tried)} rejected)")
+        field = "SftpSource.password" if "password" in tried else "SftpSource.private_key"
+        raise SftpAuthError(field, f"SFTP {who}: login refused ({' and '.join(tried)} rejected)")
 
     @property
     def alive(self) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from prefect_snowflake import SnowflakeConnector
 from pydantic import Field
 
-from blocks.errors import ConfigError
+from blocks.errors import ConfigError, CredentialsError, is_retryable
 from blocks.file_formats import Column
 from blocks.warehouse_query import QueryResult, WarehouseQueryError, WarehouseQuerySource, scrub
 
@@ -160,7 +160,7 @@ class SnowflakeQuerySource(WarehouseQuerySource):
         text = scrub(getattr(exc, "raw_msg", None) or str(exc), self._secrets())
         errno = getattr(exc, "errno", None)
         if errno in _LOGIN_REFUSED or "password" in text.lower() or "authenticat" in text.lower():
-            return ConfigError(
+            return CredentialsError(
                 f"{self._label}.snowflake.credentials",
                 f"Snowflake refused the login of {self._where()}: {text}",
             )
@@ -187,7 +187,9 @@ class SnowflakeQuerySource(WarehouseQuerySource):
             return ConfigError(
                 f"{self._label}.query", f"Snowflake rejected the query{code}: {text}"
             )
-        return WarehouseQueryError(f"{self._label}: Snowflake query failed{code}: {text}")
+        return WarehouseQueryError(
+            f"{self._label}: Snowflake query failed{code}: {text}", retryable=is_retryable(exc)
+        )
 
     @contextmanager
     def _execute(self, sql: str, params: dict[str, Any]) -> Iterator[QueryResult]:

@@ -61,6 +61,11 @@ class SshServer:
             todo += kids
         return found
 
+    def log(self) -> str:
+        """sshd's log so far (LogLevel VERBOSE: a 'Connection from' line per TCP connection,
+        a 'Failed password for' line per refused password login)."""
+        return (self.base / "etc" / "sshd.log").read_text(errors="replace")
+
     def drop_sessions(self) -> int:
         pids = self.session_pids()
         for pid in pids:
@@ -122,6 +127,7 @@ PidFile {etc / "sshd.pid"}
 AuthorizedKeysFile {base / "authorized_keys"}
 StrictModes no
 UsePAM no
+LogLevel VERBOSE
 PasswordAuthentication yes
 PubkeyAuthentication yes
 KbdInteractiveAuthentication no

@@ -399,7 +399,8 @@ def test_flow_fails_fast_on_bad_column_and_hides_the_password(
     )
     with pytest.raises(ConfigError) as info:
         wrong.test_connection()
-    assert str(info.value).startswith("SqlSource.table") and "no_such_db" in str(info.value)
+    # a missing database is the connection's fault, not the table's
+    assert str(info.value).startswith("SqlSource.database") and "no_such_db" in str(info.value)
     assert secret not in str(info.value) and secret not in repr(wrong)
 
 
