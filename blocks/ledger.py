@@ -412,6 +412,29 @@ class Ledger(Block):
                 )
             )
 
+    def open_runs(self, source: str | None = None) -> list[dict[str, Any]]:
+        """Runs still `running` (id, source, flow_run_id, started_at), oldest first."""
+        r = t.runs.c
+        stmt = select(r.id, r.source, r.flow_run_id, r.started_at).where(r.status == "running")
+        if source is not None:
+            stmt = stmt.where(r.source == source)
+        with self.transaction() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt.order_by(r.id))]
+
+    def close_run(self, run_id: int, status: str, error: str) -> bool:
+        """Close a run left `running` (its process died); False if it was closed meanwhile.
+
+        Only a row still `running` is changed, so a run that finishes concurrently keeps
+        its own outcome and counts.
+        """
+        with self.transaction() as conn:
+            changed = conn.execute(
+                update(t.runs)
+                .where(t.runs.c.id == run_id, t.runs.c.status == "running")
+                .values(status=status, error=error[:4000], finished_at=utcnow())
+            ).rowcount
+        return changed == 1
+
     def recent_runs(self, source: str, limit: int = 20) -> list[dict[str, Any]]:
         stmt = (
             select(t.runs)

@@ -8,7 +8,7 @@
                         [--via ingest-backfill/backfill | --local]
     ingest-ops [--json] pause|resume <flow>/<deployment>
     ingest-ops [--json] ledger [--source S] [--limit 20] [--ledger-block NAME]
-    ingest-ops [--json] health [--ledger-block NAME] [--last-n 20]
+    ingest-ops [--json] health [--ledger-block NAME] [--last-n 20] [--abandon-after-hours 24]
     ingest-ops [--json] install-automations [--grace-seconds 240]
 
 Also runnable as `python -m flows.cli`. Errors go to stderr with exit code 1 (2 for usage).
@@ -329,15 +329,28 @@ def ledger(
 def health(
     ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
     last_n: int = typer.Option(20, min=1, max=1000),
+    abandon_after_hours: float = typer.Option(
+        24.0,
+        min=0.001,
+        max=8760,
+        help="Close a run still 'running' whose flow run Prefect does not know as "
+        "'abandoned' after this long (runs whose flow run Crashed/was Cancelled/Failed "
+        "are closed at once).",
+    ),
 ) -> None:
-    """Per-source health from the ledger: success rate, last success, backlog."""
+    """Per-source health from the ledger: success rate, last success, backlog.
+
+    First closes ledger runs left 'running' by flow runs that died (their final state in
+    Prefect), so they count as failures.
+    """
     from dataclasses import asdict
 
     from blocks.errors import IngestError
-    from flows.health import known_sources, source_health
+    from flows.health import known_sources, reconcile_runs, source_health
 
     led = _ledger(ledger_block)
     try:
+        reconcile_runs(led, abandon_after=dt.timedelta(hours=abandon_after_hours))
         rows = [asdict(source_health(led, s, last_n)) for s in known_sources(led)]
     except IngestError as exc:  # unusable or unreachable ledger: one line, not a traceback
         _fail(str(exc))

@@ -1,10 +1,14 @@
 """Health flow: per-source success rate, last success, backlog, and missing daily files.
 
-Reads the ledger only (`ingest_runs`, `ingest_items`), so it works for every source and
-costs one small query per source. For sources that expect one file per day, a file not
-landed by `cutoff + grace_minutes` (in the source's time zone) is "missing": the flow emits
-the Prefect event `ingest.source.missing` (resource `ingest.source.<source>`) and ends
-Failed, so either an automation on the event or one on failed `ingest-health` runs alerts.
+Reads the ledger (`ingest_runs`, `ingest_items`), so it works for every source and costs
+one small query per source. First it closes runs left `running` by a flow run that died
+(`reconcile_runs`: the flow run's final state in Prefect, or `abandoned` when Prefect does
+not know it and it is old), so crashed runs count as failures.
+
+For sources that expect one file per day, a file not landed by `cutoff + grace_minutes`
+(in the source's time zone) is "missing": the flow emits the Prefect event
+`ingest.source.missing` (resource `ingest.source.<source>`) and ends Failed, so either an
+automation on the event or one on failed `ingest-health` runs alerts.
 
 Example automation (Prefect UI > Automations, or `prefect automation create`):
 trigger on event `ingest.source.missing`, match `prefect.resource.id: ingest.source.*`,
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -62,6 +67,107 @@ class SourceHealth:
 
 class SourcesMissing(IngestError):
     """Raised at the end of a health run in which expected files are missing."""
+
+
+# Prefect's final flow-run states -> the ledger run status a run left `running` gets.
+# Completed too: the flow ended without closing its ledger run (its outcome is unknown).
+_CLOSED_AS = {
+    "CRASHED": "crashed",
+    "CANCELLED": "cancelled",
+    "FAILED": "failed",
+    "COMPLETED": "abandoned",
+}
+DEFAULT_ABANDON_AFTER_HOURS = 24.0
+
+
+def reconcile_runs(
+    ledger: Ledger,
+    now: dt.datetime | None = None,
+    abandon_after: dt.timedelta = dt.timedelta(hours=DEFAULT_ABANDON_AFTER_HOURS),
+) -> list[dict[str, Any]]:
+    """Close ledger runs left `running` by a flow run that died; returns what it closed.
+
+    A run killed with its worker (SIGKILL, OOM, host lost) never reaches `finish_run`, so
+    its `ingest_runs` row stayed `running` and the success rate skipped it. Each open row
+    is looked up in Prefect by its flow_run_id: a final state closes it as `crashed`,
+    `cancelled` or `failed` (`abandoned` if the flow run Completed without closing it). A
+    row whose flow run Prefect does not know (deleted, another Prefect server, or no id)
+    is closed as `abandoned` once it is older than `abandon_after`. Rows whose flow run is
+    still Running stay open: a dead run is marked Crashed by the automation
+    `ingest-ops install-automations` installs, and the next health check closes it.
+    When the Prefect API cannot be read, only id-less rows are considered.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    rows = ledger.open_runs()
+    if not rows:
+        return []
+    states = _flow_run_states({str(r["flow_run_id"]) for r in rows if r["flow_run_id"]})
+    closed: list[dict[str, Any]] = []
+    for row in rows:
+        run_id = str(row["flow_run_id"] or "")
+        started = row["started_at"]
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=dt.timezone.utc)
+        if states is None and run_id:
+            continue  # Prefect unreachable: do not guess
+        state = (states or {}).get(run_id)
+        if state is not None:
+            state_type, state_name, message = state
+            status = _CLOSED_AS.get(state_type)
+            if status is None:
+                continue  # still scheduled, pending, running, paused, cancelling
+            error = f"flow run {run_id} ended {state_name}" + (f": {message}" if message else "")
+        elif now - started > abandon_after:
+            status = "abandoned"
+            what = f"flow run {run_id} is unknown to the Prefect API" if run_id else "no flow run"
+            error = f"{what}; still running after {abandon_after} (closed by health)"
+        else:
+            continue
+        if ledger.close_run(row["id"], status, error):
+            closed.append({"id": row["id"], "source": row["source"], "status": status})
+    return closed
+
+
+def _flow_run_states(ids: set[str]) -> dict[str, tuple[str, str, str]] | None:
+    """{flow_run_id: (state type, state name, message)} for the ids Prefect knows, or None
+    when the API cannot be read."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    wanted = []
+    for value in ids:
+        try:
+            wanted.append(uuid.UUID(value))
+        except ValueError:
+            pass  # not a Prefect id: unknown to Prefect
+    found: dict[str, tuple[str, str, str]] = {}
+    if not wanted:
+        return found
+    try:
+        with get_client(sync_client=True) as client:
+            for start in range(0, len(wanted), 200):
+                chunk = wanted[start : start + 200]
+                for run in client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
+                    limit=len(chunk),
+                ):
+                    state = run.state
+                    if state is None:
+                        continue
+                    message = (state.message or "").strip()
+                    first_line = message.splitlines()[0][:500] if message else ""
+                    found[str(run.id)] = (state.type.value, state.name, first_line)
+    except Exception as exc:  # noqa: BLE001 (health must still report from the ledger)
+        logging.getLogger(__name__).warning(
+            "cannot read flow run states from the Prefect API (%s: %s); runs left "
+            "'running' are not reconciled",
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+        return None
+    return found
 
 
 def source_health(ledger: Ledger, source: str, last_n_runs: int) -> SourceHealth:
@@ -171,6 +277,7 @@ def ingest_health(
     last_n_runs: int = 20,
     expected: dict[str, ExpectedDaily] | None = None,
     now: dt.datetime | None = None,
+    abandon_after_hours: float = DEFAULT_ABANDON_AFTER_HOURS,
 ) -> list[dict[str, Any]]:
     """Health of the given sources (default: every source in the ledger).
 
@@ -183,9 +290,14 @@ def ingest_health(
             "timezone": "Europe/Paris"}. Missing after cutoff + grace: event
             `ingest.source.missing` and a Failed run.
         now: Evaluation time (tests; default: now).
+        abandon_after_hours: A ledger run still `running` whose flow run Prefect does
+            not know is closed as `abandoned` after this many hours (runs whose flow run
+            ended Crashed/Cancelled/Failed are closed at once); both count as failures.
     """
     if not 1 <= last_n_runs <= 1000:
         raise ConfigError("last_n_runs", "must be between 1 and 1000")
+    if not 0 < abandon_after_hours <= 24 * 365:
+        raise ConfigError("abandon_after_hours", "must be more than 0 and at most 8760")
     logger = get_run_logger()
     now = now or dt.datetime.now(dt.timezone.utc)
     if now.tzinfo is None:
@@ -193,6 +305,8 @@ def ingest_health(
     expected = expected or {}
     ledger = load_named_block(Ledger, ledger_block, "ledger_block") if ledger_block else Ledger()
     try:
+        for run in reconcile_runs(ledger, now, dt.timedelta(hours=abandon_after_hours)):
+            logger.warning("closed ledger run %(id)s of %(source)s as %(status)s", run)
         names = list(dict.fromkeys([*(sources or known_sources(ledger)), *expected]))
         report: list[SourceHealth] = []
         missing: list[str] = []

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
+from prefect.states import Cancelled, Crashed, Failed, Running
+from sqlalchemy import update
+from typer.testing import CliRunner
 
+from blocks import ledger_schema as t
 from blocks.ledger import LandedRecord
 from flows.health import ExpectedDaily, ingest_health, missing_message, source_health
 
@@ -95,3 +107,103 @@ def test_missing_file_fails_the_run_and_emits_an_event(save_block, sqlite_ledger
 
     ok = ingest_health(ledger_block=led)  # no expectations: all sources, Completed
     assert {r["source"] for r in ok} == {source, "gateway"}
+
+
+# ----------------------------------------------------------------------------- crashed runs
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start_hanging_flow(tmp_path: Path) -> subprocess.Popen:
+    """tests/flow_subprocess.py against the test API, stuck in its first fetch."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.csv").write_text("x" * 4096)
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "tests/flow_subprocess.py",
+         f"sqlite+pysqlite:///{tmp_path / 'ledger.db'}", str(tmp_path / "landing"), str(src),
+         "--hang-after-first-chunk"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "fetching").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"subprocess flow never started fetching: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    return proc
+
+
+def _set_state(flow_run_id: str, state) -> None:
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(uuid.UUID(flow_run_id), state, force=True)
+
+
+def test_a_run_killed_with_its_process_counts_as_a_failure(save_block, sqlite_ledger, tmp_path):
+    from flows.cli import app
+
+    _run(sqlite_ledger, "race", "completed")
+    proc = _start_hanging_flow(tmp_path)
+    proc.send_signal(signal.SIGKILL)  # the worker host dies mid-fetch
+    proc.wait(30)
+    (open_run,) = sqlite_ledger.open_runs()
+    flow_run_id = open_run["flow_run_id"]
+    assert flow_run_id and open_run["source"] == "race"
+
+    def cli_health() -> dict:
+        result = CliRunner().invoke(app, ["--json", "health", "--ledger-block", led])
+        assert result.exit_code == 0, result.output
+        return next(r for r in json.loads(result.stdout) if r["source"] == "race")
+
+    led = save_block(sqlite_ledger)
+    # Prefect still shows the run Running (nothing reported the kill): the row stays open
+    assert cli_health()["runs"] == 1 and sqlite_ledger.open_runs()
+    # what the crash-unresponsive automation (flows/automations.py) does after the grace
+    _set_state(flow_run_id, Crashed(message="no heartbeat for 240 s"))
+    health = cli_health()
+    assert (health["runs"], health["success_rate"], health["last_status"]) == (2, 0.5, "crashed")
+    (row,) = [r for r in sqlite_ledger.recent_runs("race") if r["status"] == "crashed"]
+    assert flow_run_id in row["error"] and "no heartbeat" in row["error"]
+    assert row["finished_at"] is not None and not sqlite_ledger.open_runs()
+
+
+@flow(name="health-reconcile-test")
+def _noop() -> None:
+    """Never run: its flow runs are created through the API and given final states."""
+
+
+def test_health_flow_closes_cancelled_failed_and_abandoned_runs(save_block, sqlite_ledger):
+    """Final states close the row at once; unknown flow runs only after the bound."""
+    with get_client(sync_client=True) as client:
+        ids = {
+            final: str(client.create_flow_run(flow=_noop, name=f"r-{final}").id)
+            for final in ("cancelled", "failed", "running")
+        }
+    _set_state(ids["cancelled"], Cancelled(message="cancelled by operator"))
+    _set_state(ids["failed"], Failed(message="boom"))
+    _set_state(ids["running"], Running())
+    src = f"rc{uuid.uuid4().hex[:6]}"
+    for key in ("cancelled", "failed", "running"):
+        sqlite_ledger.start_run(src, ids[key], None)
+    old_unknown = sqlite_ledger.start_run(src, str(uuid.uuid4()), None)
+    new_unknown = sqlite_ledger.start_run(src, str(uuid.uuid4()), None)
+    no_id = sqlite_ledger.start_run(src, None, None)
+    with sqlite_ledger.transaction() as conn:
+        conn.execute(
+            update(t.runs)
+            .where(t.runs.c.id.in_([old_unknown, no_id]))
+            .values(started_at=dt.datetime.now(UTC) - dt.timedelta(hours=30))
+        )
+    rows = ingest_health(sources=[src], ledger_block=save_block(sqlite_ledger))
+    statuses = {r["flow_run_id"] or "none": r["status"] for r in sqlite_ledger.recent_runs(src)}
+    assert statuses[ids["cancelled"]] == "cancelled" and statuses[ids["failed"]] == "failed"
+    assert statuses[ids["running"]] == "running"  # still running in Prefect: left open
+    by_id = {r["id"]: r["status"] for r in sqlite_ledger.recent_runs(src)}
+    assert by_id[old_unknown] == "abandoned" and by_id[no_id] == "abandoned"
+    assert by_id[new_unknown] == "running"  # unknown but young: may be on its way
+    assert rows[0]["runs"] == 4 and rows[0]["success_rate"] == 0.0
+    # a shorter bound closes the young unknown one too
+    ingest_health(sources=[src], ledger_block=save_block(sqlite_ledger), abandon_after_hours=1e-6)
+    assert {r["id"]: r["status"] for r in sqlite_ledger.recent_runs(src)}[new_unknown] == (
+        "abandoned"
+    )

@@ -134,3 +134,18 @@ def test_unreachable_ledger_fails_fast_with_ledger_error() -> None:
     with pytest.raises(LedgerError) as info:
         bad.check()
     assert "s3cr3t-value" not in str(info.value)
+
+
+def test_close_run_only_closes_a_run_still_running(ledger):
+    """Health closes a crashed run; a run that finished meanwhile keeps its outcome."""
+    done = ledger.start_run("src", "fr-1", None)
+    left = ledger.start_run("src", "fr-2", None)
+    ledger.finish_run(done, "completed", {"listed": 2, "landed": 2})
+    assert [r["id"] for r in ledger.open_runs()] == [left]
+    assert ledger.close_run(done, "crashed", "late") is False
+    assert ledger.close_run(left, "crashed", "flow run fr-2 ended Crashed") is True
+    assert ledger.close_run(left, "abandoned", "again") is False
+    runs = {r["id"]: r for r in ledger.recent_runs("src")}
+    assert runs[done]["status"] == "completed" and runs[done]["landed"] == 2
+    assert runs[left]["status"] == "crashed" and runs[left]["finished_at"] is not None
+    assert ledger.open_runs() == []
