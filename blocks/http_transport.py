@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from blocks.errors import ConfigError, IngestError, status_retryable
+from blocks.errors import ConfigError, IngestError, is_retryable, status_retryable
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
@@ -165,6 +165,11 @@ def send_with_retries(
             # comes from the socket/TLS layer and carries no URL, so no query-string secret
             detail = str(exc).splitlines()[0][:200] if str(exc) else ""
             last = f"{type(exc).__name__}" + (f" ({detail})" if detail else "")
+            if not is_retryable(exc):  # e.g. a certificate that will not verify next time
+                raise HttpGiveUp(
+                    f"{request.method} {safe_url(request.url)}: {last} (not retried)",
+                    retryable=False,
+                ) from None
             wait = policy.backoff(attempt)
         else:
             status = response.status_code

@@ -72,6 +72,8 @@ def _handler(state: GraphState):
         def do_POST(self) -> None:
             path = urlsplit(self.path).path
             form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+            with state.lock:
+                state.hits[f"POST {path}"] += 1  # token requests, counted like GETs
             if path != f"/{TENANT}/oauth2/v2.0/token":
                 return self._json({"error": "not_found"}, 404)
             if form.get("client_id") != [CLIENT_ID] or form.get("client_secret") != [CLIENT_SECRET]:

@@ -243,3 +243,67 @@ def test_http_503_is_retried_by_the_pipeline_and_lands(api, save_block, sqlite_l
     assert state.is_completed(), state.message
     assert state.result()["landed"] == 1
     assert api.state.hits["/auth/bearer"] == 3
+
+
+# ----------------------------------------------------------------------------- SharePoint
+@pytest.fixture
+def graph(tmp_path_factory):
+    from tests.graph_server import GraphServer
+
+    with GraphServer(tmp_path_factory.mktemp("cert")) as server:
+        server.state.files = {"AXIS_20260115_a.csv": b"a,1\n"}
+        yield server
+
+
+def sharepoint_source(graph, **kw):
+    from blocks.sharepoint import SharePointSource
+    from tests.graph_server import CLIENT_ID, CLIENT_SECRET, TENANT
+
+    kw.setdefault("client_secret", CLIENT_SECRET)
+    kw.setdefault("verify_tls", str(graph.cert))
+    return SharePointSource(
+        source_id="sp-retries",
+        tenant_id=TENANT,
+        client_id=CLIENT_ID,
+        authority_host=graph.url,
+        graph_base_url=graph.url + "/v1.0",
+        site="contoso.sharepoint.com:/sites/finance",
+        drive="Documents",
+        folder_path="/In/Daily/",
+        file_pattern="AXIS_*.csv",
+        backoff_seconds=0.01,
+        retries=3,
+        retry_delay_seconds=0,
+        **kw,
+    )
+
+
+def test_sharepoint_wrong_secret_costs_one_token_request(graph, save_block, sqlite_ledger, queue):
+    from flows.sharepoint import ingest_sharepoint
+    from tests.graph_server import TENANT
+
+    state = run_flow(
+        ingest_sharepoint,
+        save_block,
+        sharepoint_source(graph, client_secret="wrong-secret-9"),
+        sqlite_ledger,
+        queue,
+    )
+    exc = error_of(state)
+    assert isinstance(exc, CredentialsError) and exc.where == "SharePointSource.client_secret"
+    assert "invalid_client" in str(exc) and "wrong-secret-9" not in str(exc)
+    assert graph.state.hits[f"POST /{TENANT}/oauth2/v2.0/token"] == 1  # not 1 + 2 retries
+    assert task_run_counts(state, "discover") == [1]
+
+
+def test_untrusted_tls_certificate_is_not_retried(graph, save_block, sqlite_ledger, queue):
+    from flows.sharepoint import ingest_sharepoint
+
+    # system CAs only: the server's self-signed certificate will not verify next time either
+    source = sharepoint_source(graph, verify_tls=True)
+    state = run_flow(ingest_sharepoint, save_block, source, sqlite_ledger, queue)
+    exc = error_of(state)
+    assert "certificate verify failed" in str(exc).lower() or "CERTIFICATE_VERIFY_FAILED" in str(
+        exc
+    )
+    assert task_run_counts(state, "discover") == [1]
