@@ -437,6 +437,14 @@ class RestApiSource(SourceBlock):
             if kind == "params":
                 url, params = first_url, [*fixed, *value.items()]
             else:  # a next URL keeps its own query; configured params it lacks are added
+                nxt, home = httpx.URL(value), httpx.URL(first_url)
+                if (nxt.scheme, nxt.host, nxt.port) != (home.scheme, home.host, home.port):
+                    # the auth, headers and query params would go to a host nobody configured
+                    raise PaginationError(
+                        f"page {page}: the next-page URL goes to {nxt.scheme}://"
+                        f"{nxt.netloc.decode()}, not {home.scheme}://{home.netloc.decode()}: "
+                        "refused (credentials and params would follow it)"
+                    )
                 url, params = value, fixed
         else:
             # landing the pages so far would silently drop the rest

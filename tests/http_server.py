@@ -46,6 +46,7 @@ class ApiState:
         self.total_offset = 0  # reported total = n + total_offset (a lying server)
         self.lossy_pages = False  # page mode: start = (page-1) * requested size, not cap
         self.stuck = False  # ignore offset/page/cursor/start: the same page for ever
+        self.next_base: str | None = None  # /nexturl links point there (another host)
 
 
 def _handler(state: ApiState):
@@ -192,7 +193,8 @@ def _handler(state: ApiState):
                     return self._json(recs[start : start + size], extra=extra)
                 body = {"value": recs[start : start + size]}
                 if more:
-                    body["@odata.nextLink"] = f"http://{self.headers['Host']}{url}"
+                    base = state.next_base or f"http://{self.headers['Host']}"
+                    body["@odata.nextLink"] = f"{base}{url}"
                 return self._json(body)
             if path == "/csv":
                 lines = ["id,name"] + [f"{r['id']},{r['name']}" for r in recs]

@@ -532,6 +532,25 @@ def test_more_records_than_the_announced_total_fail(api):
         )
 
 
+def test_next_page_url_to_another_host_is_not_followed(api):
+    # was: the bearer token (and every header and param) went to whatever host the link named
+    with ApiServer() as other:
+        api.state.next_base = other.url
+        source = src(
+            api,
+            path="/nexturl",
+            pagination="next_url",
+            records_path="value",
+            next_url_path="@odata.nextLink",
+            auth="bearer",
+            token=SECRET,
+        )
+        with pytest.raises(PaginationError, match=f"next-page URL goes to {other.url}") as err:
+            pull(source)
+        assert api.state.hits["/nexturl"] == 1 and not other.state.requests
+        assert SECRET not in str(err.value)
+
+
 def test_missing_total_fails_naming_total_path(api):
     api.state.report_total = False
     with pytest.raises(PaginationError, match="total_path 'total' is not a record count"):
