@@ -9,7 +9,8 @@ the state as `kind`):
   SQL source does. `upper` is fixed when the run starts: the warehouse clock
   (`CURRENT_TIMESTAMP()`) minus `lag_seconds`, in the column's own type (naive columns
   are wall-clock times in `timestamp_timezone`; a DATE column ends at the start of that
-  day). The state is `{"below": upper}`: every row with `C < upper` was delivered, and the
+  day), cut down to a whole second: a value any TIMESTAMP precision can store, so a row
+  stamped after the bound in the same second is not stored below it (`upper_bound`). The state is `{"below": upper}`: every row with `C < upper` was delivered, and the
   next window starts at `C >= upper`. Rows equal to the bound were never in the previous
   window, so rows sharing the boundary value are not lost, and consecutive windows never
   overlap, so no row is delivered twice. A row committed late with an older value is
@@ -120,10 +121,21 @@ def initial_value(text: str, kind: str, zone: ZoneInfo) -> Any:
 
 
 def upper_bound(now: datetime, lag_seconds: float, kind: str, zone: ZoneInfo) -> Any:
-    """The exclusive upper bound of a time window: the clock minus the lag, in `kind`."""
+    """The exclusive upper bound of a time window: the clock minus the lag, in `kind`,
+    cut down to a whole second (a DATE column: the start of that day).
+
+    A column of coarser precision than the clock (Snowflake `TIMESTAMP_*(0..5)`, a
+    whole-second `DATETIME`) stores a row stamped after a microsecond bound, in the same
+    second, as a value below it (truncated, or rounded: up to half a unit after the moment
+    it names), and the next window (`>=` the bound) would miss it. A whole-second bound is
+    a value every such column can hold, so every row stamped at or after it stores a value
+    >= it. It costs at most a second of delay; the precision is not probed each run."""
     if now.tzinfo is None:  # a warehouse clock without offset is UTC
         now = now.replace(tzinfo=UTC)
-    return as_time(now - timedelta(seconds=lag_seconds), kind, zone)
+    bound = as_time(now - timedelta(seconds=lag_seconds), kind, zone)
+    if isinstance(bound, datetime):
+        bound = bound.replace(microsecond=0)
+    return bound
 
 
 def sorted_keys(keys: Any) -> list[list[Any]]:
