@@ -214,8 +214,15 @@ def run(
     param: list[str] = typer.Option([], help="Extra parameter key=value (JSON values)."),
 ) -> None:
     """Start a deployment run now (the deployment's overlap policy applies)."""
+    from blocks.errors import ConfigError
+    from blocks.timezones import check_run_date
+
     parameters = _parse_params(param)
     if date:
+        try:  # the flow checks the exact bound (its source's zone); refuse typos here
+            check_run_date(date.date())
+        except ConfigError as exc:
+            _fail(str(exc))
         parameters["date"] = date.date().isoformat()
     if force:
         parameters["force"] = True

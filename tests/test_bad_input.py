@@ -272,3 +272,12 @@ def test_date_bound_uses_the_source_time_zone(save_block, sqlite_ledger, queue, 
     assert refused.is_failed() and "date: " in refused.message
     assert "Pacific/Pago_Pago" in refused.message
     assert sqlite_ledger.count_items("tz") == 1  # only the accepted run landed
+
+
+def test_cli_run_refuses_a_far_future_date_before_starting_anything():
+    from flows.cli import app
+
+    future = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+    result = CliRunner().invoke(app, ["run", "no/such-deployment", "--date", future])
+    assert result.exit_code == 1
+    assert one_line(result.stderr).startswith(f"error: date: {future} is later than tomorrow")
