@@ -33,7 +33,11 @@ NextPage = tuple[Literal["params", "url"], Any] | None
 
 class PaginationError(IngestError):
     """The pages a server sent contradict each other or its announced total: the run's
-    records would be incomplete or duplicated, so nothing is landed."""
+    records would be incomplete or duplicated, so nothing is landed.
+
+    Retryable by default (records that changed while paging may add up next time); raised
+    with `retryable=False` where asking again gives the same answer (a looping server, a
+    missing total, a foreign next URL, `max_pages`)."""
 
 
 class _Pager:
@@ -55,7 +59,8 @@ class _Pager:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise PaginationError(
                     f"page {self.pages}: total_path {self.total_path!r} is not a record "
-                    f"count in the response (got {type(value).__name__})"
+                    f"count in the response (got {type(value).__name__})",
+                    retryable=False,
                 )
             self.total = value
         if self.total is not None and self.received > self.total:
@@ -112,7 +117,8 @@ class _NumberedPager(_Pager):
         if mark is not None and mark == self._last_page:
             raise PaginationError(
                 f"page {self.pages} is the same as page {self.pages - 1}: does the server "
-                f"honour the query param {self._param_hint!r}?"
+                f"honour the query param {self._param_hint!r}?",
+                retryable=False,
             )
         self._last_page = mark
         return not self._total_reached()
@@ -185,7 +191,8 @@ class CursorPagination(_Pager):
         key = json.dumps(cursor, sort_keys=True, default=str)
         if key in self._seen:  # following it again would loop for ever
             raise PaginationError(
-                f"page {self.pages}: the server sent a cursor it had already sent"
+                f"page {self.pages}: the server sent a cursor it had already sent",
+                retryable=False,
             )
         self._seen.add(key)
         return "params", {self.param: cursor}
@@ -202,7 +209,8 @@ class _UrlPager(_Pager):
         url = str(response.url.join(str(nxt)))
         if url in self._seen or url == str(response.url):
             raise PaginationError(
-                f"page {self.pages}: the next-page URL was already followed (server loop)"
+                f"page {self.pages}: the next-page URL was already followed (server loop)",
+                retryable=False,
             )
         self._seen.add(url)
         return "url", url

@@ -443,14 +443,16 @@ class RestApiSource(SourceBlock):
                     raise PaginationError(
                         f"page {page}: the next-page URL goes to {nxt.scheme}://"
                         f"{nxt.netloc.decode()}, not {home.scheme}://{home.netloc.decode()}: "
-                        "refused (credentials and params would follow it)"
+                        "refused (credentials and params would follow it)",
+                        retryable=False,
                     )
                 url, params = value, fixed
         else:
             # landing the pages so far would silently drop the rest
             raise PaginationError(
                 f"more pages remain after max_pages={self.max_pages} "
-                f"({writer.count} records so far): raise max_pages; nothing was landed"
+                f"({writer.count} records so far): raise max_pages; nothing was landed",
+                retryable=False,
             )
         pager.finish()
         return writer.count, newest

@@ -77,8 +77,9 @@ def test_every_pagination_style_gets_every_record_once(api, kw):
 
 def test_max_pages_with_pages_left_fails_instead_of_landing_a_part(api):
     # was: a warning and 20 of 25 records landed in a Completed run
-    with pytest.raises(PaginationError, match="more pages remain after max_pages=2"):
+    with pytest.raises(PaginationError, match="more pages remain after max_pages=2") as err:
         pull(src(api, path="/offset", pagination="offset", page_size=10, max_pages=2))
+    assert err.value.retryable is False  # the same pages again would end the same way
 
 
 @pytest.mark.parametrize(
@@ -520,8 +521,9 @@ def test_page_numbers_that_skip_records_fail_against_the_total(api):
 def test_fewer_records_than_the_announced_total_fail(api, kw):
     api.state.total_offset = 5  # says 30, has 25
     path = "/capped/" + CAPPED_KIND[kw["pagination"]]
-    with pytest.raises(PaginationError, match="25 of the 30 records"):
+    with pytest.raises(PaginationError, match="25 of the 30 records") as err:
         pull(src(api, path=path, total_path="total", **kw))
+    assert err.value.retryable  # records changing while paging may add up next time
 
 
 def test_more_records_than_the_announced_total_fail(api):
@@ -572,8 +574,9 @@ def test_a_server_that_repeats_itself_fails_fast(api, kw):
     # was: the same page over and over until max_pages, then a warning and a Completed run
     api.state.stuck = True
     kind = CAPPED_KIND[kw["pagination"]]
-    with pytest.raises(PaginationError, match="same as page 1|already"):
+    with pytest.raises(PaginationError, match="same as page 1|already") as err:
         pull(src(api, path=f"/capped/{kind}", max_pages=50, **kw))
+    assert err.value.retryable is False
     assert len([1 for m, _, _ in api.state.requests if m == "GET"]) <= 3
 
 
