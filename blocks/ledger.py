@@ -516,7 +516,14 @@ def _check_sqlite_path(database: str) -> None:
     Without this a missing, uncreatable or read-only folder surfaced as a raw OSError
     (or sqlite's "unable to open database file") deep in the first query.
     """
-    path = os.path.abspath(os.path.expanduser(database))
+    if not os.path.isabs(database):
+        # sqlite resolves it against the working directory: a process worker's temporary
+        # one, deleted after the run, so the next run would find an empty ledger (and
+        # SQLAlchemy does not expand '~').
+        raise ConfigError(
+            "Ledger.database", f"SQLite path {database!r} is relative; give an absolute path"
+        )
+    path = os.path.abspath(database)
     folder = os.path.dirname(path)
     if os.path.isdir(path):
         raise ConfigError("Ledger.database", f"SQLite file {path} is a directory")

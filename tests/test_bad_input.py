@@ -92,7 +92,7 @@ def test_saved_queue_with_a_relative_dir_fails_the_run_in_one_line(
 
 # ----------------------------------------------------------------------------- ledger
 def _sqlite_ledger(path: Path | str) -> Ledger:
-    return Ledger(database=sqlite_connector(Path(path)))
+    return Ledger(database=sqlite_connector(path))
 
 
 def _ledger_error(ledger: Ledger) -> str:
@@ -108,6 +108,8 @@ def test_unusable_sqlite_ledger_paths_name_the_field(tmp_path):
     assert "Not a directory" in _ledger_error(_sqlite_ledger(tmp_path / "afile" / "d" / "l.db"))
     assert "is a directory" in _ledger_error(_sqlite_ledger(tmp_path))
     assert "/proc/no-such" in _ledger_error(_sqlite_ledger("/proc/no-such/ledger.db"))
+    for relative in ("ledger.db", "~/ledger.db"):  # a worker's temporary cwd; '~' not expanded
+        assert "is relative" in _ledger_error(_sqlite_ledger(relative))
 
 
 def test_sqlite_ledger_in_a_folder_without_write_permission(tmp_path):
