@@ -16,7 +16,7 @@ import httpx
 from pydantic import Field, SecretStr
 
 from blocks.date_templates import render_date_template
-from blocks.errors import ConfigError, IngestError, UnsafeNameError
+from blocks.errors import ConfigError, IngestError, PermanentError, UnsafeNameError
 from blocks.http_auth import (
     ApiKeyHeaderAuth,
     ApiKeyQueryAuth,
@@ -475,8 +475,19 @@ class _RecordWriter:
             self._fields = list(records[0].keys())
             csv.writer(buf).writerow(self._fields)
         if self._fields is not None:
-            w = csv.DictWriter(buf, self._fields, extrasaction="ignore")
-            for rec in records:
+            # extrasaction="raise": a field the first record lacked has no column, and
+            # dropping it would narrow the data silently
+            w = csv.DictWriter(buf, self._fields, extrasaction="raise")
+            first = self.count - len(records) + 1
+            for number, rec in enumerate(records, first):
+                extra = [k for k in rec if k not in self._fields]
+                if extra:
+                    raise PermanentError(
+                        f"record {number} has "
+                        f"field(s) {', '.join(map(repr, extra[:5]))} that the first record "
+                        "lacked: CSV columns come from the first record, so they would be "
+                        "dropped; use output_format='jsonl'. Nothing was landed"
+                    )
                 w.writerow(
                     {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in rec.items()}
                 )

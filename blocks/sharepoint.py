@@ -18,7 +18,7 @@ import httpx
 from pydantic import Field, PrivateAttr, SecretStr
 
 from blocks.date_templates import render_date_template
-from blocks.errors import ConfigError, CredentialsError, IngestError
+from blocks.errors import ConfigError, CredentialsError, IngestError, PermanentError
 from blocks.http_transport import RetryPolicy, check_verify_tls, send_with_retries
 from blocks.source import Candidate, DiscoverContext, SourceBlock
 
@@ -172,7 +172,14 @@ class SharePointSource(SourceBlock):
             folder = self.folder_path.strip("/")
             where = f"/root:/{quote(folder)}:/children" if folder else "/root/children"
             url: str | None = self._graph(f"/drives/{drive}{where}")
+            seen: set[str] = set()
             while url:
+                if url in seen:  # a looping listing would never end (or end short)
+                    raise PermanentError(
+                        f"SharePoint listing of {folder or '/'!r}: @odata.nextLink repeats "
+                        f"after {len(seen)} page(s); nothing was landed"
+                    )
+                seen.add(url)
                 page = self._send(client, url).json()
                 for item in page.get("value", []):
                     if "file" not in item or not fnmatch.fnmatchcase(item["name"], pattern):

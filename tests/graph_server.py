@@ -43,6 +43,7 @@ class GraphState:
         self.hits: Counter[str] = Counter()
         self.fail_plan: dict[str, list[int]] = {}  # item name -> statuses for /content
         self.retry_after = "0"
+        self.loop_next_link = False  # a broken server: every page links to the first again
         self.lock = threading.Lock()
 
 
@@ -127,6 +128,10 @@ def _handler(state: GraphState):
                         }
                     )
                 start = int(q.get("$skiptoken", ["0"])[0])
+                if state.loop_next_link:
+                    body = {"value": items[: state.page_size]}
+                    body["@odata.nextLink"] = f"{self.base}{parts.path}?$skiptoken=0"
+                    return self._json(body)
                 body: dict = {"value": items[start : start + state.page_size]}
                 if start + state.page_size < len(items):
                     body["@odata.nextLink"] = (

@@ -207,6 +207,10 @@ def _handler(state: ApiState):
             if path == "/jsonl":
                 body = "".join(json.dumps(r) + "\n" for r in recs)
                 return self._send(200, body.encode(), "application/x-ndjson")
+            if path == "/ragged":  # later records carry a field the first one lacks
+                rows = [{"id": i, "name": f"n{i}"} for i in range(3)]
+                rows[2]["late_field"] = "only here"
+                return self._json({"data": rows})
             if path == "/raw":
                 return self._send(200, b"raw payload \x00\x01 bytes", "application/octet-stream")
             if path == "/bench":

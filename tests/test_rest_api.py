@@ -10,7 +10,7 @@ from datetime import date
 
 import pytest
 
-from blocks.errors import ConfigError, IngestError
+from blocks.errors import ConfigError, IngestError, PermanentError
 from blocks.http_pagination import PaginationError
 from blocks.http_transport import HttpGiveUp, RateLimiter, retry_after_seconds
 from blocks.rest_api import RestApiSource
@@ -209,6 +209,14 @@ def test_csv_xml_jsonl_bodies(api, path, fmt, extra):
     records, _ = pull(src(api, path=path, response_format=fmt, records_path=None, **extra))
     assert [int(r["id"]) for r in records] == ALL_IDS
     assert records[3]["name"] == "item-3"
+
+
+def test_csv_output_refuses_a_field_the_first_record_lacked(api):
+    # CSV columns come from the first record: a later field would be dropped silently
+    with pytest.raises(PermanentError, match=r"record 3 has field\(s\) 'late_field'"):
+        pull(src(api, path="/ragged", output_format="csv"))
+    records, _ = pull(src(api, path="/ragged", output_format="jsonl"))
+    assert records[2] == {"id": 2, "name": "n2", "late_field": "only here"}
 
 
 def test_csv_output(api):

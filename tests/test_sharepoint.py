@@ -12,7 +12,7 @@ from datetime import date
 
 import pytest
 
-from blocks.errors import ConfigError, IngestError
+from blocks.errors import ConfigError, IngestError, PermanentError
 from blocks.sharepoint import SharePointSource
 from blocks.source import DiscoverContext
 from tests.graph_server import CLIENT_ID, CLIENT_SECRET, TENANT, GraphServer
@@ -58,6 +58,13 @@ def test_lists_with_nextlink_paging_and_date_pattern(graph):
     # 5 children at 2 per page: 3 pages
     assert graph.state.hits["/v1.0/drives/drive-1/root:/In/Daily:/children"] == 3
     assert graph.state.tokens_issued == 1  # msal cached the token across calls
+
+
+def test_a_repeating_next_link_fails_instead_of_looping(graph):
+    graph.state.loop_next_link = True
+    with pytest.raises(PermanentError, match="nextLink repeats after 2 page"):
+        list(block(graph).discover(DiscoverContext(partition_date=DAY)))
+    assert graph.state.hits["/v1.0/drives/drive-1/root:/In/Daily:/children"] == 2
 
 
 def test_default_drive_and_unknown_drive(graph):
