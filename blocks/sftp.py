@@ -389,8 +389,8 @@ class SftpSource(SourceBlock):
     def test_connection(self, day: date | None = None) -> dict[str, Any]:
         """Connect, list `remote_dir`, and report what the pattern would take today.
 
-        Returns host key fingerprint, counts of entries and matches, and up to 20 matching
-        names (with whether a sidecar is present). Raises a clear error on failure.
+        Returns `ok`, the host key fingerprint, counts of entries and matches, and up to 20
+        matching names (with whether a sidecar is present). Raises a clear error on failure.
         """
         self.preflight()
         try:
@@ -406,6 +406,8 @@ class SftpSource(SourceBlock):
                 if fnmatch.fnmatchcase(n, pattern) and not (ext and n.endswith(ext))
             )
             return {
+                "ok": True,  # the key every source's test_connection answers with
+                "source_id": self.source_id,
                 "host": f"{self.host}:{self.port}",
                 "host_key": fingerprint(conn.transport.get_remote_server_key()),
                 "remote_dir": self.remote_dir,
