@@ -68,6 +68,7 @@ class SharePointSource(SourceBlock):
     backoff_seconds: float = Field(default=1.0, ge=0, description="Base of exponential backoff.")
 
     _msal_app: Any = PrivateAttr(default=None)
+    _token_session: Any = PrivateAttr(default=None)  # msal's HTTP session (keep-alive)
     _drive_id: str | None = PrivateAttr(default=None)
 
     def preflight(self) -> None:
@@ -98,11 +99,12 @@ class SharePointSource(SourceBlock):
         import msal
 
         if self._msal_app is None:
+            self._token_session = self._requests_session()
             self._msal_app = msal.ConfidentialClientApplication(
                 self.client_id,
                 authority=f"{self.authority_host.rstrip('/')}/{self.tenant_id}",
                 client_credential=self.client_secret.get_secret_value(),
-                http_client=self._requests_session(),
+                http_client=self._token_session,
                 instance_discovery=False,
             )
         graph = httpx.URL(self.graph_base_url)
@@ -119,6 +121,14 @@ class SharePointSource(SourceBlock):
             transient = error in ("temporarily_unavailable", "server_error")
             raise IngestError(f"SharePointSource: {message}", retryable=transient)
         return result["access_token"]
+
+    def close(self) -> None:
+        """Release the token endpoint's kept-alive connection (msal's requests session);
+        the next call starts a new msal app (and token). Was: one connection left open per
+        run and per test_connection."""
+        session, self._token_session, self._msal_app = self._token_session, None, None
+        if session is not None:
+            session.close()
 
     # ------------------------------------------------------------------ Graph calls
     def _client(self) -> httpx.Client:

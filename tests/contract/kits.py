@@ -9,10 +9,13 @@ in `test_source_contract.py` then runs against it.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -41,6 +44,29 @@ def wait_for(count: Callable[[], int | None], want: int = 0, seconds: float = 5.
         time.sleep(0.05)
         value = count()
     return value
+
+
+def client_connections(port: int) -> int:
+    """TCP connections this test process holds open to 127.0.0.1:`port` (client side),
+    read from /proc: for servers that keep no session list of their own (HTTP APIs),
+    what a block did not release is still visible at the client end."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            # state 01: ESTABLISHED; a socket of this process whose far end is the server
+            if fields[3] == "01" and remote_port == port and fields[9] in inodes:
+                count += 1
+    return count
 
 
 class SourceKit:
@@ -96,9 +122,15 @@ class SourceKit:
         raise NotImplementedError
 
     # -- observation
-    def open_connections(self) -> int | None:
-        """Connections open at the server for this test (None: not observable)."""
+    def server_port(self) -> int | None:
+        """Port of the local server the block talks to (for `client_connections`)."""
         return None
+
+    def open_connections(self) -> int | None:
+        """Connections open at the server for this test (None: not observable). Default:
+        the connections this process holds to `server_port()`."""
+        port = self.server_port()
+        return None if port is None else client_connections(port)
 
     def requests_seen(self) -> int | None:
         """Requests (or connections) the server has seen so far (None: not observable)."""
@@ -254,6 +286,9 @@ class S3Kit(SourceKit):
     def bad_config(self) -> tuple[SourceBlock, str]:
         return self.block(endpoint_url="ftp://127.0.0.1:1"), "S3Source.endpoint_url"
 
+    def server_port(self) -> int | None:
+        return urlsplit(self.endpoint).port
+
     def _moto_auth(self, count: str) -> None:
         """moto's IAM authentication is a process-wide switch ('0': from now on every
         request is checked; 'inf': never)."""
@@ -319,6 +354,9 @@ class GcsKit(SourceKit):
     def bad_config(self) -> tuple[SourceBlock, str]:
         return self.block(prefix="in/{date:%Y"), "GcsSource.prefix"
 
+    def server_port(self) -> int | None:
+        return urlsplit(self.request.getfixturevalue("gcs_emulator")).port
+
     def wrong_secret(self) -> tuple[SourceBlock, str]:
         """The emulator accepts any token: a local endpoint that refuses every request as
         GCS refuses a credential without access stands in (tests/objstore_servers.py);
@@ -382,6 +420,9 @@ class SharePointKit(SourceKit):
     def requests_seen(self) -> int:
         return sum(self.graph.state.hits.values())
 
+    def server_port(self) -> int | None:
+        return urlsplit(self.graph.url).port
+
 
 # ----------------------------------------------------------------------------- REST
 @register
@@ -432,6 +473,9 @@ class RestKit(SourceKit):
 
     def requests_seen(self) -> int:
         return sum(self.api.state.hits.values())
+
+    def server_port(self) -> int | None:
+        return urlsplit(self.api.url).port
 
 
 # ----------------------------------------------------------------------------- SQL
@@ -576,6 +620,9 @@ class SnowflakeKit(SourceKit):
     def bad_config(self) -> tuple[SourceBlock, str]:
         return self.block(incremental_column="bad col"), "SnowflakeQuerySource.incremental_column"
 
+    def server_port(self) -> int | None:
+        return self.server.port
+
     def wrong_secret(self) -> tuple[SourceBlock, str]:
         secret = f"Wr0ng-sf-{_uid()}"
         return self.block(snowflake=self.server.connector(secret)), secret
@@ -631,6 +678,9 @@ class BigQueryKit(SourceKit):
 
     def bad_config(self) -> tuple[SourceBlock, str]:
         return self.block(incremental_column="bad col"), "BigQueryQuerySource.incremental_column"
+
+    def server_port(self) -> int | None:
+        return urlsplit(self.emu.endpoint).port
 
     def wrong_secret(self) -> tuple[SourceBlock, str]:
         """A real service-account key whose (local) token endpoint refuses it, as Google
