@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from blocks import ConfigError, IngestError
+from blocks import ConfigError, IngestError, QueueConsumer
 from blocks.source import DiscoverContext, SourceBlock
 from flows.pipeline import landed_files, run_source
 from tests.contract.kits import SourceKit, wait_for
@@ -105,6 +105,8 @@ def test_run_lands_each_item_once_with_its_content(kit, sqlite_ledger, queue) ->
     assert result["failed"] == 0, result
     assert result["landed"] == (N if kit.kind == "files" else 1), result
     check_landed(kit, items, sqlite_ledger, queue)
+    # one queue message per landed item, none for anything else
+    assert QueueConsumer(sqlite_ledger, "c").pending_count(kit.source_id) == result["landed"]
 
 
 def test_rerun_lands_nothing(kit, sqlite_ledger, queue) -> None:
