@@ -106,6 +106,10 @@ class SourceKit:
         source has no secret."""
         return None
 
+    def good_secret(self) -> str | None:
+        """The secret the valid block holds (None: it holds none)."""
+        return None
+
     def unreachable(self) -> SourceBlock:
         """A block `test_connection` must reject (default: the wrong-secret block)."""
         found = self.wrong_secret()
@@ -238,6 +242,11 @@ class SftpKit(SourceKit):
     def requests_seen(self) -> int:
         return self.server.log().count("Connection from")
 
+    def good_secret(self) -> str:
+        from tests import sftp_server
+
+        return sftp_server.PASSWORD
+
 
 # ----------------------------------------------------------------------------- S3 (moto)
 @register
@@ -288,6 +297,9 @@ class S3Kit(SourceKit):
 
     def server_port(self) -> int | None:
         return urlsplit(self.endpoint).port
+
+    def good_secret(self) -> str:
+        return "testing-secret"  # tests.objstore_servers.aws_credentials' default
 
     def _moto_auth(self, count: str) -> None:
         """moto's IAM authentication is a process-wide switch ('0': from now on every
@@ -357,6 +369,11 @@ class GcsKit(SourceKit):
     def server_port(self) -> int | None:
         return urlsplit(self.request.getfixturevalue("gcs_emulator")).port
 
+    def good_secret(self) -> str:
+        from tests.objstore_servers import ACCESS_TOKEN
+
+        return ACCESS_TOKEN
+
     def wrong_secret(self) -> tuple[SourceBlock, str]:
         """The emulator accepts any token: a local endpoint that refuses every request as
         GCS refuses a credential without access stands in (tests/objstore_servers.py);
@@ -423,6 +440,11 @@ class SharePointKit(SourceKit):
     def server_port(self) -> int | None:
         return urlsplit(self.graph.url).port
 
+    def good_secret(self) -> str:
+        from tests.graph_server import CLIENT_SECRET
+
+        return CLIENT_SECRET
+
 
 # ----------------------------------------------------------------------------- REST
 @register
@@ -476,6 +498,11 @@ class RestKit(SourceKit):
 
     def server_port(self) -> int | None:
         return urlsplit(self.api.url).port
+
+    def good_secret(self) -> str:
+        from tests.http_server import SECRET
+
+        return SECRET
 
 
 # ----------------------------------------------------------------------------- SQL
@@ -622,6 +649,9 @@ class SnowflakeKit(SourceKit):
 
     def server_port(self) -> int | None:
         return self.server.port
+
+    def good_secret(self) -> str:
+        return self.server.password
 
     def wrong_secret(self) -> tuple[SourceBlock, str]:
         secret = f"Wr0ng-sf-{_uid()}"

@@ -257,7 +257,25 @@ def test_wrong_secret_fails_and_the_secret_is_nowhere(kit, sqlite_ledger, queue,
             texts.append(logging.Formatter().formatException(record.exc_info))
     assert caplog.records, "nothing was logged: the capture is not working"
     leaks = [t for t in texts if secret in t]
-    assert leaks == []
+    assert leaks == [], "the secret is shown"
+
+
+def test_a_good_run_shows_its_secret_nowhere(kit, sqlite_ledger, queue, caplog) -> None:
+    secret = kit.good_secret()
+    if secret is None:
+        pytest.skip(f"{kit.name}: the valid block holds no secret")
+    kit.put(N)
+    with capture_everything(caplog):
+        source = kit.block()
+        report = source.test_connection()
+        source.close()
+        result = run(kit.block(), sqlite_ledger, queue)
+    assert result["landed"] >= 1
+    texts = [str(report), str(result)]
+    for record in caplog.records:
+        texts.append(record.getMessage())
+    assert caplog.records, "nothing was logged: the capture is not working"
+    assert [t for t in texts if secret in t] == [], "the secret is shown"
 
 
 # ----------------------------------------------------------------------------- 8. close
