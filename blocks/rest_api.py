@@ -296,8 +296,11 @@ class RestApiSource(SourceBlock):
         yield Candidate(name=name, ref={"watermark": watermark})
 
     def content_dedupe(self, candidate: Candidate) -> bool:
-        """Records mode: each pull is its own delivery, even with the bytes of an earlier one."""
-        return self.mode != "records"
+        """An incremental records pull (a window past the watermark) is its own delivery,
+        even with the bytes of an earlier one; a snapshot (raw, or records without
+        `incremental_param`) is dropped when its bytes were landed before, as a SQL
+        `none`-mode snapshot is."""
+        return self.mode != "records" or not self.incremental_param
 
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         watermark = (candidate.ref or {}).get("watermark")
