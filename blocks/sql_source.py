@@ -491,6 +491,8 @@ class SqlSource(SourceBlock):
         with self._connect() as conn:
             version = conn.exec_driver_sql("SELECT version()").scalar()
         return {
+            "ok": True,
+            "source_id": self.source_id,
             "dialect": prep.dialect,
             "server_version": version,
             "columns": prep.names,

@@ -299,16 +299,7 @@ def test_close_leaves_no_connection_open(kit, sqlite_ledger, queue) -> None:
 
 
 # ----------------------------------------------------------------------------- 9. test_connection
-# Known defects, each xfail(strict=True) until fixed (then the xfail itself fails).
-NO_OK_KEY = {
-    "sql-postgres": "SqlSource.test_connection returns no 'ok' key (blocks/sql_source.py)",
-    "sql-mariadb": "SqlSource.test_connection returns no 'ok' key (blocks/sql_source.py)",
-}
-
-
-def test_test_connection_says_ok_for_a_good_block(kit, request) -> None:
-    if kit.name in NO_OK_KEY:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NO_OK_KEY[kit.name]))
+def test_test_connection_says_ok_for_a_good_block(kit) -> None:
     kit.put(1)
     good = kit.block()
     try:
