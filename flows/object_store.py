@@ -1,23 +1,16 @@
-"""Flows: ingest new objects from S3 and from Google Cloud Storage."""
+"""Former home of the S3 and GCS flows, kept so deployments whose entrypoint still says
+`flows.object_store:ingest_s3` / `:ingest_gcs` load. Each name is imported on first use,
+so an install with only the `aws` (or only the `gcp`) extra loads its own flow."""
 
 from __future__ import annotations
 
-from blocks.gcs_source import GcsSource
-from blocks.s3_source import S3Source
-from flows.source_flow import source_flow
+import importlib
+from typing import Any
 
-ingest_s3 = source_flow(
-    S3Source,
-    "ingest-s3",
-    "Land new objects from an S3 bucket (or S3-compatible store) exactly once: paged "
-    "listing, dedupe by key + ETag against the ledger, streamed download, land, enqueue, "
-    "record, then keep/delete/archive the object.",
-)
+_MODULES = {"ingest_s3": "flows.s3", "ingest_gcs": "flows.gcs"}
 
-ingest_gcs = source_flow(
-    GcsSource,
-    "ingest-gcs",
-    "Land new objects from a Google Cloud Storage bucket exactly once: paged listing, "
-    "dedupe by key + generation against the ledger, streamed download, land, enqueue, "
-    "record, then keep/delete/archive the object.",
-)
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULES[name]), name)

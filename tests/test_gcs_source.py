@@ -11,7 +11,7 @@ import pytest
 
 from blocks.errors import ConfigError
 from blocks.gcs_source import GcsSource
-from flows.object_store import ingest_gcs
+from flows.gcs import ingest_gcs
 from flows.pipeline import landed_files
 from tests.landed_rows import run_flow
 from tests.objstore_servers import ACCESS_TOKEN, gcp_credentials

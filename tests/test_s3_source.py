@@ -14,7 +14,7 @@ from blocks.errors import ConfigError
 from blocks.object_store import CHUNK_BYTES
 from blocks.s3_source import S3Source
 from blocks.source import Candidate
-from flows.object_store import ingest_s3
+from flows.s3 import ingest_s3
 from flows.pipeline import landed_files
 from tests.landed_rows import run_flow
 from tests.objstore_servers import aws_credentials
