@@ -14,8 +14,8 @@ from blocks.errors import ConfigError
 from blocks.object_store import CHUNK_BYTES
 from blocks.s3_source import S3Source
 from blocks.source import Candidate
-from flows.s3 import ingest_s3
 from flows.pipeline import landed_files
+from flows.s3 import ingest_s3
 from tests.landed_rows import run_flow
 from tests.objstore_servers import aws_credentials
 
