@@ -10,8 +10,9 @@ the state as `kind`):
   (`CURRENT_TIMESTAMP()`) minus `lag_seconds`, in the column's own type (naive columns
   are wall-clock times in `timestamp_timezone`; a DATE column ends at the start of that
   day), cut down to a whole second: a value any TIMESTAMP precision can store, so a row
-  stamped after the bound in the same second is not stored below it (`upper_bound`). The state is `{"below": upper}`: every row with `C < upper` was delivered, and the
-  next window starts at `C >= upper`. Rows equal to the bound were never in the previous
+  stamped after the bound in the same second is not stored below it (`upper_bound`). The
+  state is `{"below": upper}`: every row with `C < upper` was delivered, and the next
+  window starts at `C >= upper`. Rows equal to the bound were never in the previous
   window, so rows sharing the boundary value are not lost, and consecutive windows never
   overlap, so no row is delivered twice. A row committed late with an older value is
   still delivered if it is visible before the clock passes its value by `lag_seconds`.
