@@ -15,6 +15,12 @@ A source is a Prefect Block that subclasses `SourceBlock` and implements:
   landed item already has the same content (row/record windows). Default True (files).
 - `after_landing(candidate)`: optional action at the source once the item is recorded
   (keep, delete, archive). A failure here is logged, never loses the landed item.
+- Run hooks, all optional, called by the one flow builder (`flows/source_flow.py`):
+  `apply_run_options(options)` takes the flow's generic `options` parameter (default: no
+  option is known, any key is a ConfigError); `check_before_run` asks for a retried
+  `test_connection` before the run; `run_session()` wraps the run (yield False: another run
+  holds the source, nothing is done); `runs_again(ledger, summary, runs)` asks for one
+  more pipeline pass (e.g. a split increment not yet caught up).
 
 Everything else (dedupe, staging, checksums, landing, queue message, ledger, retries,
 events, summary) is the pipeline's job: `flows/pipeline.py`.
@@ -23,15 +29,17 @@ events, summary) is the pipeline's job: `flows/pipeline.py`.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
+from blocks.errors import ConfigError
 from blocks.naming import SOURCE_ID_PATTERN, check_source_id
 from blocks.timezones import check_timezone
 
@@ -189,3 +197,28 @@ class SourceBlock(Block):
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release connections the block opened; called once at the end of every run."""
+
+    # Run hooks (see the module docstring). Defaults: no options, no check, one pass.
+    run_options: ClassVar[tuple[str, ...]] = ()
+    check_before_run: ClassVar[bool] = False
+
+    def apply_run_options(self, options: Mapping[str, Any] | None) -> None:
+        """Take the flow's `options` for this run, before any I/O. Sources that know
+        options override this; a key they do not know fails naming `options.<key>`."""
+        for key in options or {}:
+            raise unknown_option(key, self.run_options)
+
+    @contextmanager
+    def run_session(self) -> Iterator[bool]:
+        """Wrap one flow run; yield False when the run must not go on (source busy)."""
+        yield True
+
+    def runs_again(self, ledger: Any, summary: Any, runs: int) -> bool:
+        """After `runs` pipeline passes with `summary` the last: run one more? (no)"""
+        return False
+
+
+def unknown_option(key: str, known: Iterable[str]) -> ConfigError:
+    """The error for a run option the source does not take."""
+    names = ", ".join(known) or "none (this source takes no options)"
+    return ConfigError(f"options.{key}", f"unknown option; known options: {names}")

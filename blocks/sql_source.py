@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from prefect_sqlalchemy import SqlAlchemyConnector
@@ -60,12 +60,27 @@ from blocks import sql_watermark as wm
 from blocks import watermark_values as values
 from blocks.errors import ConfigError, IngestError, boundary_error, is_retryable
 from blocks.run_logger import run_logger
-from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock
+from blocks.source import Candidate, DiscoverContext, SkipItem, SourceBlock, unknown_option
 from blocks.timezones import check_timezone
 from blocks.write_behind import ThreadedSink
 
 UTC = timezone.utc
 _WHERE = "SqlSource"
+
+
+def _option_datetime(options: Mapping[str, Any], key: str) -> datetime | None:
+    """A run option that is a datetime or an ISO 8601 string; else ConfigError."""
+    value = options.get(key)
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"options.{key}", "must be an ISO 8601 date-time, e.g. 2026-01-31T00:00")
+
+
 _COPY_BUFFER = 1024 * 1024
 
 
@@ -221,6 +236,11 @@ class SqlSource(SourceBlock):
 
     _prepared: _Prepared | None = PrivateAttr(default=None)
     _backfill: tuple[datetime, datetime] | None = PrivateAttr(default=None)
+    _max_files: int = PrivateAttr(default=100)
+
+    # Run options (the flow's `options` parameter) and a retried connection check first.
+    run_options: ClassVar[tuple[str, ...]] = ("backfill_start", "backfill_end", "max_files")
+    check_before_run: ClassVar[bool] = True
 
     @field_validator("timestamp_timezone")
     @classmethod
@@ -311,18 +331,46 @@ class SqlSource(SourceBlock):
 
     def set_backfill(self, start: datetime | None, end: datetime | None) -> None:
         """Make this run re-extract `start <= column < end` instead of the increment
-        (the watermark is not touched). Used by the flow's backfill parameters."""
+        (the watermark is not touched). Used by the flow's backfill options."""
         if start is None and end is None:
             self._backfill = None
             return
         if self.incremental_mode != "timestamp":
-            raise ConfigError("backfill_start", "backfill needs incremental_mode=timestamp")
+            raise ConfigError("options.backfill_start", "backfill needs incremental_mode=timestamp")
         if start is None or end is None:
-            raise ConfigError("backfill_end", "give both backfill_start and backfill_end")
+            raise ConfigError("options.backfill_end", "give both backfill_start and backfill_end")
         start, end = self._aware(start), self._aware(end)
         if end <= start:
-            raise ConfigError("backfill_end", "must be after backfill_start")
+            raise ConfigError("options.backfill_end", "must be after backfill_start")
         self._backfill = (start, end)
+
+    def apply_run_options(self, options: Mapping[str, Any] | None) -> None:
+        """`backfill_start` / `backfill_end` (datetimes or ISO strings; naive means
+        `timestamp_timezone`): re-extract that range; `max_files` (default 100): at most
+        this many files per flow run when `max_rows_per_file` splits increments."""
+        options = dict(options or {})
+        for key in options:
+            if key not in self.run_options:
+                raise unknown_option(key, self.run_options)
+        max_files = options.get("max_files", 100)
+        if isinstance(max_files, bool) or not isinstance(max_files, int) or max_files < 1:
+            raise ConfigError("options.max_files", "must be an integer of at least 1")
+        self._max_files = max_files
+        self.set_backfill(
+            _option_datetime(options, "backfill_start"), _option_datetime(options, "backfill_end")
+        )
+
+    @contextmanager
+    def run_session(self) -> Iterator[bool]:
+        """Hold the source's advisory lock for the run (`run_lock`)."""
+        with self.run_lock() as mine:
+            yield mine
+
+    def runs_again(self, ledger: Any, summary: Any, runs: int) -> bool:
+        """Another file while a split increment is not caught up, at most `max_files`."""
+        if runs >= self._max_files or self._backfill is not None or not summary.landed:
+            return False
+        return bool((ledger.get_state(self.source_id, wm.STATE_KEY) or {}).get("more"))
 
     # ------------------------------------------------------------------ database
     def _engine(self) -> Engine:

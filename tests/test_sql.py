@@ -315,8 +315,10 @@ def test_pg_backfill_reextracts_a_range_without_moving_the_watermark(
             sqlite_ledger,
             queue,
             source,
-            backfill_start=PAST + timedelta(days=1),
-            backfill_end=PAST + timedelta(days=3),
+            options={
+                "backfill_start": PAST + timedelta(days=1),
+                "backfill_end": (PAST + timedelta(days=3)).isoformat(),
+            },
         )
     )
     assert result["landed"] == 1
