@@ -17,6 +17,7 @@ from blocks.defaults import default_landing_dir
 from blocks.errors import ConfigError, IngestError
 from blocks.ledger import LandedRecord, QueueMessage
 from blocks.naming import check_source_id, landing_path, safe_relative_name, versioned_name
+from blocks.source_events import emit_source_event
 
 _CHUNK = 1024 * 1024
 
@@ -220,16 +221,7 @@ class IngestionQueue(Block):
     def announce(self, message: QueueMessage) -> None:
         """Emit the landed event and start the downstream deployment, if configured."""
         if self.emit_events:
-            from prefect.events import emit_event
-
-            emit_event(
-                event="ingest.item.landed",
-                resource={
-                    "prefect.resource.id": f"ingest.source.{message.source}",
-                    "prefect.resource.name": message.source,
-                },
-                payload=message.payload,
-            )
+            emit_source_event("ingest.item.landed", message.source, message.payload)
         if self.downstream_deployment:
             from prefect.deployments import run_deployment
 

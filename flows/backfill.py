@@ -40,6 +40,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.errors import ConfigError
 from blocks.ledger import Ledger
+from blocks.source_events import emit_source_event
 from flows.block_loading import load_shared_blocks
 from flows.summary import artifact_key
 
@@ -244,16 +245,7 @@ def ingest_backfill(
 
 def _emit_empty_day(source_id: str, label: str, day: str) -> None:
     """The Prefect event for a day that listed nothing, so an automation can alert."""
-    from prefect.events import emit_event
-
-    emit_event(
-        event=EMPTY_DAY_EVENT,
-        resource={
-            "prefect.resource.id": f"ingest.source.{source_id}",
-            "prefect.resource.name": source_id,
-        },
-        payload={"day": day, "backfill": label, "listed": 0},
-    )
+    emit_source_event(EMPTY_DAY_EVENT, source_id, {"day": day, "backfill": label, "listed": 0})
 
 
 def _run_days(

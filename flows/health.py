@@ -33,6 +33,7 @@ from blocks import ledger_schema as t
 from blocks.date_templates import render_date_template
 from blocks.errors import ConfigError, IngestError
 from blocks.ledger import Ledger
+from blocks.source_events import emit_source_event
 from blocks.timezones import check_timezone
 from flows.block_loading import load_named_block
 
@@ -258,16 +259,8 @@ def known_sources(ledger: Ledger) -> list[str]:
 
 
 def _emit_missing(source: str, message: str, rule: ExpectedDaily) -> None:
-    from prefect.events import emit_event
-
-    emit_event(
-        event=MISSING_EVENT,
-        resource={
-            "prefect.resource.id": f"ingest.source.{source}",
-            "prefect.resource.name": source,
-        },
-        payload={"message": message, "pattern": rule.pattern, "cutoff": str(rule.cutoff)},
-    )
+    payload = {"message": message, "pattern": rule.pattern, "cutoff": str(rule.cutoff)}
+    emit_source_event(MISSING_EVENT, source, payload)
 
 
 @flow(name="ingest-health", description="Per-source health; fails when expected files miss.")

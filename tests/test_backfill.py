@@ -8,11 +8,9 @@ import json
 import logging
 import os
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +20,6 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
 )
-from prefect.settings import PREFECT_API_URL
 
 from blocks import IngestionQueue, Ledger, LocalFolderSource
 from blocks.errors import ConfigError
@@ -30,6 +27,7 @@ from flows.backfill import ingest_backfill, validate_range
 from flows.summary import artifact_key
 from tests.conftest import sqlite_connector
 from tests.ops_flows import DatedFolderSource
+from tests.prefect_events import source_events
 
 PROPERTY_EXAMPLES = int(os.environ.get("INGEST_PROPERTY_EXAMPLES", "5"))
 
@@ -141,19 +139,6 @@ def test_backfill_needs_a_source(prefect_api):
 LOCAL_FOLDER = "flows.local_folder:ingest_local_folder"
 
 
-def _events(name: str, source: str, timeout: float = 30) -> list[dict]:
-    """Events `name` on resource ingest.source.<source>, waiting for them to arrive."""
-    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [f"ingest.source.{source}"]}}}
-    deadline = time.monotonic() + timeout
-    while True:
-        resp = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10)
-        resp.raise_for_status()
-        found = resp.json()["events"]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
-
-
 def _backfill_table(state, block_name: str) -> list[dict]:
     """The final table artifact of one backfill run."""
     import asyncio
@@ -206,7 +191,7 @@ def test_missing_day_is_reported_empty_and_taken_when_it_arrives(
     ]
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any(middle in w and "nothing" in w for w in warnings), warnings
-    (event,) = _events("ingest.backfill.day.empty", source_id)
+    (event,) = source_events("ingest.backfill.day.empty", source_id)
     assert event["payload"]["day"] == middle
     key = f"ingest-local-folder|{src}|{middle}"
     assert sqlite_ledger.get_state("ingest-backfill", key)["status"] == "empty"

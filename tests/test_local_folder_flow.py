@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from blocks.source import Candidate, SourceBlock
 from flows.local_folder import ingest_local_folder
 from flows.pipeline import landed_files, run_source
 from tests.landed_rows import run_flow
+from tests.prefect_events import source_events
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,19 @@ def write(path: Path, data: str | bytes, age: float | None = None) -> Path:
         past = time.time() - age
         os.utime(path, (past, past))
     return path
+
+
+def test_each_landed_file_emits_its_event(save_block, sqlite_ledger, queue, inbox) -> None:
+    data = b"1,2\n"
+    write(inbox / "a.csv", data)
+    source = LocalFolderSource(source_id="evented", directory=str(inbox))
+    assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 1
+    (event,) = source_events("ingest.item.landed", "evented")
+    payload = event["payload"]
+    assert (payload["name"], payload["size"]) == ("a.csv", len(data))
+    assert payload["sha256"] == hashlib.sha256(data).hexdigest()
+    assert Path(payload["landed_path"]).read_bytes() == data
+    assert event["resource"]["prefect.resource.name"] == "evented"
 
 
 def test_lands_new_files_once_and_rerun_lands_nothing(save_block, ledger, queue, inbox) -> None:
