@@ -15,8 +15,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 USER = "ingestsftp"
 PASSWORD = "S3cret-pw-Only4Tests"
@@ -162,6 +165,34 @@ ForceCommand internal-sftp
         proc=proc,
         uid=uid,
         gid=gid,
+    )
+
+
+@contextmanager
+def running_sshd() -> Iterator[SshServer]:
+    """A started sshd for a fixture; a machine without one skips locally and fails in CI
+    (`server_missing`)."""
+    from tests.conftest import server_missing  # late: conftest is pytest's to import first
+
+    why = why_not_available()
+    if why:
+        server_missing("OpenSSH sshd", why)
+    server = start_server()
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def login_fields(server: SshServer, remote_dir: Path | str) -> dict[str, Any]:
+    """The SftpSource fields that reach `server` as the test user, by password."""
+    return dict(
+        host="127.0.0.1",
+        port=server.port,
+        username=USER,
+        password=PASSWORD,
+        host_key=server.host_key_line,
+        remote_dir=str(remote_dir),
     )
 
 

@@ -18,7 +18,6 @@ from blocks import IngestionQueue, Ledger, LocalFolderSource
 from blocks.sftp import SftpSource
 from flows.pipeline import landed_files, run_source
 from tests import sftp_server
-from tests.conftest import server_missing
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 OLD = time.time() - 3600
@@ -100,12 +99,8 @@ def test_local_unchanged_file_is_still_deleted(
 
 @pytest.fixture(scope="module")
 def sshd():
-    why = sftp_server.why_not_available()
-    if why:
-        server_missing("OpenSSH sshd", why)
-    server = sftp_server.start_server()
-    yield server
-    sftp_server.stop_server(server)
+    with sftp_server.running_sshd() as server:
+        yield server
 
 
 def test_sftp_file_rewritten_after_download_is_not_deleted(
@@ -115,12 +110,7 @@ def test_sftp_file_rewritten_after_download_is_not_deleted(
     sshd.put(remote, "a.csv", b"first\n", OLD)
     fields = dict(
         source_id="partner",
-        host="127.0.0.1",
-        port=sshd.port,
-        username=sftp_server.USER,
-        password=sftp_server.PASSWORD,
-        host_key=sshd.host_key_line,
-        remote_dir=str(remote),
+        **sftp_server.login_fields(sshd, remote),
         after_landing_action="delete",
         retries=0,
     )

@@ -83,12 +83,7 @@ def sshd():
 def sftp_source(sshd, **kw) -> SftpSource:
     fields = dict(
         source_id="partner",
-        host="127.0.0.1",
-        port=sshd.port,
-        username=sftp_server.USER,
-        password=sftp_server.PASSWORD,
-        host_key=sshd.host_key_line,
-        remote_dir=str(sshd.folder(f"in-{uuid.uuid4().hex[:8]}")),
+        **sftp_server.login_fields(sshd, sshd.folder(f"in-{uuid.uuid4().hex[:8]}")),
         retries=3,
         retry_delay_seconds=0,
     )

@@ -18,7 +18,6 @@ from blocks.sftp_connection import SftpAuthError, SftpHostKeyError
 from blocks.source import DiscoverContext
 from flows.sftp import ingest_sftp
 from tests import sftp_server
-from tests.conftest import server_missing
 
 DAY = date(2025, 1, 10)
 OLD = time.time() - 3600
@@ -26,12 +25,8 @@ OLD = time.time() - 3600
 
 @pytest.fixture(scope="module")
 def sshd():
-    why = sftp_server.why_not_available()
-    if why:
-        server_missing("OpenSSH sshd", why)
-    server = sftp_server.start_server()
-    yield server
-    sftp_server.stop_server(server)
+    with sftp_server.running_sshd() as server:
+        yield server
 
 
 @pytest.fixture
@@ -42,12 +37,7 @@ def remote(sshd, request) -> Path:
 def make(sshd, remote: Path, **kw) -> SftpSource:
     fields = dict(
         source_id="partner",
-        host="127.0.0.1",
-        port=sshd.port,
-        username=sftp_server.USER,
-        password=sftp_server.PASSWORD,
-        host_key=sshd.host_key_line,
-        remote_dir=str(remote),
+        **sftp_server.login_fields(sshd, remote),
         retries=1,
         retry_delay_seconds=0,
     )

@@ -25,12 +25,8 @@ from tests.warehouse_servers import bq_emulator, fakesnow_server, refusing_token
 @pytest.fixture(scope="session")
 def contract_sshd() -> Iterator[sftp_server.SshServer]:
     """The real OpenSSH sshd of tests/sftp_server.py, once for the suite."""
-    why = sftp_server.why_not_available()
-    if why:
-        server_missing("OpenSSH sshd", why)
-    server = sftp_server.start_server()
-    yield server
-    sftp_server.stop_server(server)
+    with sftp_server.running_sshd() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

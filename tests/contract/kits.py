@@ -207,12 +207,7 @@ class SftpKit(SourceKit):
 
         fields = dict(
             source_id=self.source_id,
-            host="127.0.0.1",
-            port=self.server.port,
-            username=sftp_server.USER,
-            password=sftp_server.PASSWORD,
-            host_key=self.server.host_key_line,
-            remote_dir=str(self.folder),
+            **sftp_server.login_fields(self.server, self.folder),
             retries=0,
             retry_delay_seconds=0,
         )
