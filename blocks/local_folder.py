@@ -20,6 +20,11 @@ from blocks.source import Candidate, DiscoverContext, SourceBlock
 _CHUNK = 1024 * 1024
 
 
+def _fingerprint(st: os.stat_result) -> str:
+    """The change fingerprint of a listed file (`Candidate.version`): size and mtime (ns)."""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 class LocalFolderSource(SourceBlock):
     """Watched local folder: takes files matching a glob, once each.
 
@@ -113,7 +118,7 @@ class LocalFolderSource(SourceBlock):
                 name=rel,
                 size=st.st_size,
                 mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
-                version=f"{st.st_size}:{st.st_mtime_ns}",
+                version=_fingerprint(st),
                 ref=str(path),
             )
             if self.mode == "all_new":
@@ -148,7 +153,7 @@ class LocalFolderSource(SourceBlock):
                 out.write(chunk)
             after = os.fstat(fh.fileno())
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or (
-            candidate.version and candidate.version != f"{after.st_size}:{after.st_mtime_ns}"
+            candidate.version and candidate.version != _fingerprint(after)
         ):
             raise IngestError(f"{candidate.name}: file changed while it was read; will retry")
         return None
@@ -163,7 +168,7 @@ class LocalFolderSource(SourceBlock):
             st = path.stat(follow_symlinks=False)
         except FileNotFoundError:
             return
-        if candidate.version and candidate.version != f"{st.st_size}:{st.st_mtime_ns}":
+        if candidate.version and candidate.version != _fingerprint(st):
             raise IngestError(
                 f"{candidate.name}: changed since it was landed; not "
                 f"{self.after_landing_action}d, the next run takes the new content"

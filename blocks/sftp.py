@@ -34,6 +34,12 @@ _SHA256 = re.compile(r"\b([0-9a-fA-F]{64})\b")
 _LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)
 
 
+def _fingerprint(attrs: paramiko.SFTPAttributes) -> str:
+    """The change fingerprint of a listed file (`Candidate.version`): size and mtime, which
+    SFTP gives in whole seconds."""
+    return f"{attrs.st_size}:{attrs.st_mtime}"
+
+
 class SftpSource(SourceBlock):
     """Files from an SFTP server, once each, downloaded fast and verified.
 
@@ -238,7 +244,7 @@ class SftpSource(SourceBlock):
                 name=name,
                 size=entry.st_size,
                 mtime=mtime,
-                version=f"{entry.st_size}:{entry.st_mtime}",
+                version=_fingerprint(entry),
                 expected_sha256=expected,
             )
 
@@ -363,7 +369,7 @@ class SftpSource(SourceBlock):
         # stays for the next run (a rewrite within the same second at the same size cannot
         # be told apart: SFTP gives whole-second mtimes).
         st = sftp.stat(self._path(candidate.name))
-        if candidate.version and candidate.version != f"{st.st_size}:{st.st_mtime}":
+        if candidate.version and candidate.version != _fingerprint(st):
             raise IngestError(
                 f"{candidate.name}: changed on the server since it was listed; not "
                 f"{'deleted' if self.after_landing_action == 'delete' else 'archived'}, "
