@@ -38,8 +38,8 @@ def peak_rss_mb() -> float:
 
 
 def run_source(url: str, per_page: int, out_path: str) -> dict:
-    from blocks.rest_api import RestApiSource
-    from blocks.source import DiscoverContext
+    from blocks.core.source import DiscoverContext
+    from blocks.http.rest_api import RestApiSource
 
     source = RestApiSource(
         source_id="bench",

@@ -30,7 +30,7 @@ import json, sys, time
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from blocks import IngestionQueue, Ledger, LocalFolderSource
-from flows.pipeline import run_source
+from pipeline.engine import run_source
 from tests.conftest import sqlite_connector
 
 src, landing, ledger_path, parallel = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

@@ -36,8 +36,8 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_aws import AwsClientParameters, AwsCredentials
 from blocks import IngestionQueue, Ledger
-from blocks.s3_source import S3Source
-from flows.pipeline import run_source
+from blocks.object_store.s3 import S3Source
+from pipeline.engine import run_source
 from tests.conftest import sqlite_connector
 
 endpoint, bucket, prefix, landing, ledger_path, parallel = sys.argv[1:7]

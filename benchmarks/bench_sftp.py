@@ -43,22 +43,22 @@ import json, sys, time
 from datetime import date
 from pathlib import Path
 host, port, user, key, host_key, remote, work, parallel, connections, mode = sys.argv[1:11]
-from blocks.sftp import SftpSource
+from blocks.sftp.block import SftpSource
 source = SftpSource(source_id="bench", host=host, port=int(port), username=user,
     private_key=Path(key).read_text(), host_key=host_key, remote_dir=remote,
     max_parallel=int(parallel), connections_per_file=int(connections))
 work = Path(work)
-import blocks.sftp
+import blocks.sftp.block
 ranged = []  # each range worker's own peak RSS (it is a separate process)
-real_parallel = blocks.sftp.parallel_download
+real_parallel = blocks.sftp.block.parallel_download
 def recording(*args, **kw):
     ranged.append(real_parallel(*args, **kw))
     return ranged[-1]
-blocks.sftp.parallel_download = recording
+blocks.sftp.block.parallel_download = recording
 workers_mb = lambda: max((sum(r.worker_peak_rss_kb) for r in ranged), default=0) / 1024
 if mode == "fetch":
-    from blocks.source import DiscoverContext
-    from flows.pipeline import HashingWriter
+    from blocks.core.source import DiscoverContext
+    from pipeline.engine import HashingWriter
     [cand] = list(source.discover(DiscoverContext(date.today())))
     with open(work / "fetched.bin", "wb") as fh:
         started = time.perf_counter()
@@ -73,7 +73,7 @@ else:
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
     from blocks import IngestionQueue, Ledger
-    from flows.pipeline import run_source
+    from pipeline.engine import run_source
     from tests.conftest import sqlite_connector
 
     @flow(name="bench-sftp", task_runner=ThreadPoolTaskRunner(max_workers=64))
@@ -181,7 +181,7 @@ def main() -> None:
         small_mb = args.small * args.small_bytes / 1e6
         env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-        from blocks.sftp import SftpSource
+        from blocks.sftp.block import SftpSource
 
         default_conns = SftpSource.model_fields["connections_per_file"].default
         flow_conns = args.flow_connections or [default_conns]

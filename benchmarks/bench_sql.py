@@ -110,9 +110,9 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
     from prefect.testing.utilities import prefect_test_harness
     from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 
-    from blocks.handoff import IngestionQueue
-    from blocks.ledger import Ledger
-    from blocks.sql_source import SqlSource
+    from blocks.core.ingestion_queue import IngestionQueue
+    from blocks.core.ledger import Ledger
+    from blocks.sql.block import SqlSource
     from flows.sql import ingest_sql
 
     conf = PG if kind == "pg" else MY
@@ -145,7 +145,7 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
             names[label] = f"bench-{label}-{uuid.uuid4().hex[:8]}"
             block.save(names[label], overwrite=True)
         before_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        # The first Block.load (nested blocks resolved; blocks/block_lookup.py keeps it
+        # The first Block.load (nested blocks resolved; blocks/core/block_lookup.py keeps it
         # from importing every installed Prefect collection): measured apart.
         t = time.perf_counter()
         SqlSource.load(names["s"])

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 os.environ["SNOWFLAKE_DISABLE_PLATFORM_DETECTION"] = "true"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
-from blocks.source import DiscoverContext  # noqa: E402
-from flows.pipeline import HashingWriter  # noqa: E402
+from blocks.core.source import DiscoverContext  # noqa: E402
+from pipeline.engine import HashingWriter  # noqa: E402
 
 TOOLS = Path(os.environ.get("INGEST_TOOLS_DIR", "/work/tools"))
 
@@ -74,7 +74,7 @@ def report(name: str, rows: int, ref_s: float, fmt: str, size: int, secs: float)
 def bench_snowflake(rows: int, chunk: int, formats: list[str]) -> None:
     from prefect_snowflake import SnowflakeConnector, SnowflakeCredentials
 
-    from blocks.snowflake_source import SnowflakeQuerySource
+    from blocks.warehouse.snowflake import SnowflakeQuerySource
 
     python = TOOLS / "fakesnow" / "bin" / "python"
     if not python.exists():
@@ -148,7 +148,7 @@ def bench_bigquery(rows: int, chunk: int, formats: list[str]) -> None:
     from prefect_gcp import GcpCredentials
     from prefect_gcp.bigquery import BigQueryWarehouse
 
-    from blocks.bigquery_source import BigQueryQuerySource
+    from blocks.warehouse.bigquery import BigQueryQuerySource
 
     exe = TOOLS / "bqemulator" / "bin" / "bqemulator"
     if not exe.exists():

@@ -9,14 +9,20 @@ for.
 
 import importlib
 
-from blocks import block_lookup
-from blocks.errors import ChecksumMismatch, ConfigError, IngestError, LedgerError, UnsafeNameError
-from blocks.handoff import IngestionQueue
-from blocks.ledger import Ledger
-from blocks.local_folder import LocalFolderSource
-from blocks.queue_consumer import ClaimedMessage, QueueConsumer
-from blocks.source import Candidate, DiscoverContext, SkipItem
-from blocks.webhook import WebhookEndpoint
+from blocks.core import block_lookup
+from blocks.core.errors import (
+    ChecksumMismatch,
+    ConfigError,
+    IngestError,
+    LedgerError,
+    UnsafeNameError,
+)
+from blocks.core.ingestion_queue import IngestionQueue
+from blocks.core.ledger import Ledger
+from blocks.core.queue_consumer import ClaimedMessage, QueueConsumer
+from blocks.core.source import Candidate, DiscoverContext, SkipItem
+from blocks.core.webhook_endpoint import WebhookEndpoint
+from blocks.local_folder.block import LocalFolderSource
 
 __all__ = [
     "Candidate",
@@ -39,14 +45,14 @@ block_lookup.install()
 
 # class name -> (module, pip extra that provides its third-party packages)
 _OPTIONAL_SOURCES = {
-    "GcsSource": ("blocks.gcs_source", "gcp"),
-    "RestApiSource": ("blocks.rest_api", "http"),
-    "S3Source": ("blocks.s3_source", "aws"),
-    "SftpSource": ("blocks.sftp", "sftp"),
-    "SharePointSource": ("blocks.sharepoint", "http"),
-    "SqlSource": ("blocks.sql_source", "sql"),
-    "SnowflakeQuerySource": ("blocks.snowflake_source", "snowflake"),
-    "BigQueryQuerySource": ("blocks.bigquery_source", "gcp"),
+    "GcsSource": ("blocks.object_store.gcs", "gcp"),
+    "RestApiSource": ("blocks.http.rest_api", "http"),
+    "S3Source": ("blocks.object_store.s3", "aws"),
+    "SftpSource": ("blocks.sftp.block", "sftp"),
+    "SharePointSource": ("blocks.sharepoint.block", "http"),
+    "SqlSource": ("blocks.sql.block", "sql"),
+    "SnowflakeQuerySource": ("blocks.warehouse.snowflake", "snowflake"),
+    "BigQueryQuerySource": ("blocks.warehouse.bigquery", "gcp"),
 }
 MISSING_EXTRAS: dict[str, str] = {}  # filled as optional sources are asked for
 

@@ -1,1 +1,3 @@
-"""Prefect flows of the ingestion product: one per source, plus the shared pipeline."""
+"""Prefect flows that deployments name: one module per source (built by
+`pipeline.source_flow`), plus `backfill` and `health`. The engine lives in `pipeline/`, the
+operator tools (CLI, webhook receiver, automations) in `ops/`."""

@@ -38,11 +38,11 @@ from prefect.client.orchestration import get_client
 from prefect.flows import load_flow_from_entrypoint
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from blocks.errors import ConfigError
-from blocks.ledger import Ledger
-from blocks.source_events import emit_source_event
-from flows.block_loading import load_shared_blocks
-from flows.summary import artifact_key
+from blocks.core.errors import ConfigError
+from blocks.core.events import emit_source_event
+from blocks.core.ledger import Ledger
+from pipeline.block_loading import load_shared_blocks
+from pipeline.summary import artifact_key
 
 MAX_SPAN_DAYS = 366
 MAX_PARALLEL_DAYS = 16

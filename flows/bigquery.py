@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.bigquery_source import BigQueryQuerySource
-from flows.source_flow import source_flow
+from blocks.warehouse.bigquery import BigQueryQuerySource
+from pipeline.source_flow import source_flow
 
 ingest_bigquery = source_flow(
     BigQueryQuerySource,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.gcs_source import GcsSource
-from flows.source_flow import source_flow
+from blocks.object_store.gcs import GcsSource
+from pipeline.source_flow import source_flow
 
 ingest_gcs = source_flow(
     GcsSource,

@@ -29,13 +29,13 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func, select
 
-from blocks import ledger_schema as t
-from blocks.date_templates import render_date_template
-from blocks.errors import ConfigError, IngestError
-from blocks.ledger import Ledger
-from blocks.source_events import emit_source_event
-from blocks.timezones import check_timezone
-from flows.block_loading import load_named_block
+from blocks.core import ledger_schema as t
+from blocks.core.date_templates import render_date_template
+from blocks.core.errors import ConfigError, IngestError
+from blocks.core.events import emit_source_event
+from blocks.core.ledger import Ledger
+from blocks.core.timezones import check_timezone
+from pipeline.block_loading import load_named_block
 
 MISSING_EVENT = "ingest.source.missing"
 

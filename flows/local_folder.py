@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.local_folder import LocalFolderSource
-from flows.source_flow import source_flow
+from blocks.local_folder.block import LocalFolderSource
+from pipeline.source_flow import source_flow
 
 ingest_local_folder = source_flow(
     LocalFolderSource,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.rest_api import RestApiSource
-from flows.source_flow import source_flow
+from blocks.http.rest_api import RestApiSource
+from pipeline.source_flow import source_flow
 
 ingest_rest = source_flow(
     RestApiSource,

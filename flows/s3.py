@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.s3_source import S3Source
-from flows.source_flow import source_flow
+from blocks.object_store.s3 import S3Source
+from pipeline.source_flow import source_flow
 
 ingest_s3 = source_flow(
     S3Source,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.sftp import SftpSource
-from flows.source_flow import source_flow
+from blocks.sftp.block import SftpSource
+from pipeline.source_flow import source_flow
 
 ingest_sftp = source_flow(
     SftpSource,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.sharepoint import SharePointSource
-from flows.source_flow import source_flow
+from blocks.sharepoint.block import SharePointSource
+from pipeline.source_flow import source_flow
 
 ingest_sharepoint = source_flow(
     SharePointSource,

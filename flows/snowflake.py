@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.snowflake_source import SnowflakeQuerySource
-from flows.source_flow import source_flow
+from blocks.warehouse.snowflake import SnowflakeQuerySource
+from pipeline.source_flow import source_flow
 
 ingest_snowflake = source_flow(
     SnowflakeQuerySource,

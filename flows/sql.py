@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blocks.sql_source import SqlSource
-from flows.source_flow import source_flow
+from blocks.sql.block import SqlSource
+from pipeline.source_flow import source_flow
 
 ingest_sql = source_flow(
     SqlSource,

@@ -28,7 +28,7 @@ from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDr
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from blocks import IngestionQueue, Ledger  # noqa: E402
-from blocks import ledger_schema as schema  # noqa: E402
+from blocks.core import ledger_schema as schema  # noqa: E402
 
 REQUIRE_SERVERS = os.environ.get("INGEST_REQUIRE_SERVERS") == "1"
 PG_HOST = os.environ.get("INGEST_TEST_PG_HOST", "127.0.0.1")

@@ -17,7 +17,7 @@ from prefect import flow
 from prefect_sqlalchemy import SqlAlchemyConnector
 
 from blocks import IngestionQueue, Ledger, LocalFolderSource
-from flows.pipeline import run_source
+from pipeline.engine import run_source
 
 
 class HangingFolderSource(LocalFolderSource):

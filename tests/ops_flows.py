@@ -7,8 +7,8 @@ import time
 
 from prefect import flow
 
-from blocks.local_folder import LocalFolderSource
-from flows.source_flow import source_flow
+from blocks.local_folder.block import LocalFolderSource
+from pipeline.source_flow import source_flow
 
 
 class DatedFolderSource(LocalFolderSource):

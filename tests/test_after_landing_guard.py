@@ -15,8 +15,8 @@ import pytest
 from prefect import flow
 
 from blocks import IngestionQueue, Ledger, LocalFolderSource
-from blocks.sftp import SftpSource
-from flows.pipeline import landed_files, run_source
+from blocks.sftp.block import SftpSource
+from pipeline.engine import landed_files, run_source
 from tests import sftp_server
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

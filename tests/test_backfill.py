@@ -22,9 +22,9 @@ from prefect.client.schemas.filters import (
 )
 
 from blocks import IngestionQueue, Ledger, LocalFolderSource
-from blocks.errors import ConfigError
+from blocks.core.errors import ConfigError
 from flows.backfill import ingest_backfill, validate_range
-from flows.summary import artifact_key
+from pipeline.summary import artifact_key
 from tests.conftest import sqlite_connector
 from tests.ops_flows import DatedFolderSource
 from tests.prefect_events import source_events

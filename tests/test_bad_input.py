@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from blocks import IngestionQueue, Ledger, LocalFolderSource
-from blocks.errors import ConfigError
-from blocks.timezones import check_run_date
+from blocks.core.errors import ConfigError
+from blocks.core.timezones import check_run_date
 from tests.conftest import sqlite_connector
 from tests.warehouse_servers import anonymous_google  # noqa: F401 (fixture)
 
@@ -145,7 +145,7 @@ def _unreachable_pg_ledger() -> Ledger:
 def test_cli_ledger_and_health_with_an_unusable_ledger_print_one_line(
     save_block, tmp_path, monkeypatch
 ):
-    from flows.cli import app
+    from ops.cli import app
 
     runner = CliRunner()
     (tmp_path / "afile").write_text("x")
@@ -166,7 +166,7 @@ def test_cli_ledger_and_health_with_an_unusable_ledger_print_one_line(
 def test_s3_endpoint_that_is_not_a_url_fails_in_preflight(url):
     from prefect_aws import AwsClientParameters, AwsCredentials
 
-    from blocks.s3_source import S3Source
+    from blocks.object_store.s3 import S3Source
 
     source = S3Source(source_id="s3", bucket="b", endpoint_url=url)
     with pytest.raises(ConfigError) as info:
@@ -186,7 +186,7 @@ def test_s3_endpoint_that_is_not_a_url_fails_in_preflight(url):
 # ----------------------------------------------------------------------------- SQL output_name
 @pytest.mark.parametrize("name", ["../escape", "a/b", "/etc/x", "..", "~/x", "a\\b"])
 def test_sql_output_name_that_is_a_path_is_refused(name):
-    from blocks.sql_source import SqlSource
+    from blocks.sql.block import SqlSource
 
     with pytest.raises(ValidationError, match="SqlSource.output_name"):
         SqlSource(source_id="s", table="t", output_name=name, database=sqlite_connector("/x.db"))
@@ -198,7 +198,7 @@ def test_bigquery_test_connection_to_a_closed_port_is_bounded():
     from prefect_gcp import GcpCredentials
     from prefect_gcp.bigquery import BigQueryWarehouse
 
-    from blocks.bigquery_source import BigQueryQuerySource
+    from blocks.warehouse.bigquery import BigQueryQuerySource
 
     source = BigQueryQuerySource(
         source_id="bq",
@@ -277,7 +277,7 @@ def test_date_bound_uses_the_source_time_zone(save_block, sqlite_ledger, queue, 
 
 
 def test_cli_run_refuses_a_far_future_date_before_starting_anything():
-    from flows.cli import app
+    from ops.cli import app
 
     future = (dt.date.today() + dt.timedelta(days=30)).isoformat()
     result = CliRunner().invoke(app, ["run", "no/such-deployment", "--date", future])

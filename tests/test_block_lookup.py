@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from blocks.sql_source import SqlSource
+from blocks.sql.block import SqlSource
 from tests.conftest import sqlite_connector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,8 +19,8 @@ HEAVY = ["boto3", "google.cloud.storage", "google.cloud.bigquery", "snowflake.co
 
 CHILD = r"""
 import json, resource, sys
-from flows.block_loading import load_named_block
-from blocks.sql_source import SqlSource
+from pipeline.block_loading import load_named_block
+from blocks.sql.block import SqlSource
 source = load_named_block(SqlSource, sys.argv[1], "source_block")
 print(json.dumps({
     "nested": type(source.database).__name__,
@@ -57,7 +57,7 @@ def test_unknown_nested_type_still_falls_back_to_prefects_lookup():
 
 SLUG_CHILD = r"""
 import json, sys
-import blocks  # test-connection imports it (blocks.source) before Block.load
+import blocks  # test-connection imports it (blocks.core.source) before Block.load
 from prefect.blocks.core import Block
 lookup = Block.get_block_class_from_key
 print(json.dumps({s: lookup(s).get_block_type_slug() for s in sys.argv[1:]}))
@@ -68,7 +68,7 @@ def _all_source_slugs() -> list[str]:
     import importlib
 
     import blocks
-    from blocks.block_lookup import SOURCE_MODULES
+    from blocks.core.block_lookup import SOURCE_MODULES
 
     slugs = []
     for class_name, (module, _extra) in blocks._OPTIONAL_SOURCES.items():
@@ -105,7 +105,7 @@ def test_cli_test_connection_loads_a_lazily_imported_source(save_block):
         name = save_block(SqlSource(source_id="lookup", database=pg_connector(db), table="t"))
         env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(ROOT))
         out = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "--json", "test-connection", f"sql-source/{name}"],
+            [sys.executable, "-m", "ops.cli", "--json", "test-connection", f"sql-source/{name}"],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]

@@ -14,8 +14,8 @@ from prefect.client.schemas.schedules import CronSchedule
 from typer.testing import CliRunner
 
 from blocks import LocalFolderSource
-from blocks.ledger import LandedRecord
-from flows.cli import app
+from blocks.core.ledger import LandedRecord
+from ops.cli import app
 
 runner = CliRunner()
 
@@ -123,7 +123,7 @@ def test_backfill_validates_before_starting(prefect_api):
 def test_install_automations_is_idempotent(prefect_api):
     from prefect.automations import Automation
 
-    from flows.automations import CRASH_UNRESPONSIVE
+    from ops.automations import CRASH_UNRESPONSIVE
 
     try:
         for grace in (200, 90):

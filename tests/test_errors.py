@@ -1,4 +1,4 @@
-"""The one retry classification (`blocks.errors.is_retryable`) over real exceptions.
+"""The one retry classification (`blocks.core.errors.is_retryable`) over real exceptions.
 
 Database errors come from the real PostgreSQL and MariaDB servers; the others are the
 libraries' own exception objects, built as the libraries build them.
@@ -20,7 +20,7 @@ from google.auth import exceptions as gauth
 from snowflake.connector import errors as snow
 from sqlalchemy import create_engine, text
 
-from blocks.errors import (
+from blocks.core.errors import (
     ChecksumMismatch,
     ConfigError,
     CredentialsError,
@@ -35,7 +35,7 @@ from blocks.errors import (
     classify,
     is_retryable,
 )
-from blocks.http_transport import HttpGiveUp
+from blocks.http.transport import HttpGiveUp
 from tests.conftest import MY_HOST, MY_PORT, MY_USER, PG_HOST, PG_PORT, PG_USER, server_missing
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from blocks.errors import ConfigError
-from blocks.gcs_source import GcsSource
+from blocks.core.errors import ConfigError
+from blocks.object_store.gcs import GcsSource
 from flows.gcs import ingest_gcs
-from flows.pipeline import landed_files
+from pipeline.engine import landed_files
 from tests.landed_rows import run_flow
 from tests.objstore_servers import ACCESS_TOKEN, gcp_credentials
 

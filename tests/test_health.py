@@ -21,8 +21,8 @@ from prefect.states import Cancelled, Crashed, Failed, Running
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from blocks import ledger_schema as t
-from blocks.ledger import LandedRecord
+from blocks.core import ledger_schema as t
+from blocks.core.ledger import LandedRecord
 from flows.health import ExpectedDaily, ingest_health, missing_message, source_health
 
 UTC = dt.timezone.utc
@@ -140,7 +140,7 @@ def _set_state(flow_run_id: str, state) -> None:
 
 
 def test_a_run_killed_with_its_process_counts_as_a_failure(save_block, sqlite_ledger, tmp_path):
-    from flows.cli import app
+    from ops.cli import app
 
     _run(sqlite_ledger, "race", "completed")
     proc = _start_hanging_flow(tmp_path)
@@ -158,7 +158,7 @@ def test_a_run_killed_with_its_process_counts_as_a_failure(save_block, sqlite_le
     led = save_block(sqlite_ledger)
     # Prefect still shows the run Running (nothing reported the kill): the row stays open
     assert cli_health()["runs"] == 1 and sqlite_ledger.open_runs()
-    # what the crash-unresponsive automation (flows/automations.py) does after the grace
+    # what the crash-unresponsive automation (ops/automations.py) does after the grace
     _set_state(flow_run_id, Crashed(message="no heartbeat for 240 s"))
     health = cli_health()
     assert (health["runs"], health["success_rate"], health["last_status"]) == (2, 0.5, "crashed")

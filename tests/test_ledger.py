@@ -8,9 +8,9 @@ from datetime import date, datetime, timezone
 import pytest
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 
-from blocks.errors import LedgerError
-from blocks.handoff import IngestionQueue
-from blocks.ledger import LandedRecord, Ledger
+from blocks.core.errors import LedgerError
+from blocks.core.ingestion_queue import IngestionQueue
+from blocks.core.ledger import LandedRecord, Ledger
 
 
 def _record(name: str, sha: str = "a" * 64, **kw) -> LandedRecord:
@@ -40,7 +40,7 @@ def test_replace_updates_the_row_and_adds_a_new_message(ledger: Ledger) -> None:
     assert ledger.record_landed(again, q.message_for(again, generation="r2"), replace=True)
     rows = ledger.recent_items("src")
     assert len(rows) == 1 and rows[0]["landed_path"] == "/l/2/a.csv"
-    from blocks.queue_consumer import QueueConsumer
+    from blocks.core.queue_consumer import QueueConsumer
 
     assert QueueConsumer(ledger, "c").pending_count("src") == 2
 

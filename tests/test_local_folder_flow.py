@@ -20,10 +20,10 @@ from prefect.settings import PREFECT_API_URL
 from pydantic import ValidationError
 
 from blocks import IngestionQueue, Ledger, LocalFolderSource, QueueConsumer
-from blocks.errors import ConfigError, LedgerError
-from blocks.source import Candidate, SourceBlock
+from blocks.core.errors import ConfigError, LedgerError
+from blocks.core.source import Candidate, SourceBlock
 from flows.local_folder import ingest_local_folder
-from flows.pipeline import landed_files, run_source
+from pipeline.engine import landed_files, run_source
 from tests.landed_rows import run_flow
 from tests.prefect_events import source_events
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from blocks.date_templates import has_date_template, render_date_template
-from blocks.errors import UnsafeNameError
-from blocks.naming import check_source_id, landing_path, safe_relative_name, versioned_name
+from blocks.core.date_templates import has_date_template, render_date_template
+from blocks.core.errors import UnsafeNameError
+from blocks.core.naming import check_source_id, landing_path, safe_relative_name, versioned_name
 
 
 @pytest.mark.parametrize(

@@ -34,9 +34,9 @@ from prefect.states import Cancelled
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 
 from blocks import IngestionQueue, Ledger, LocalFolderSource
-from blocks.webhook import WebhookEndpoint
-from flows.automations import CRASH_UNRESPONSIVE
-from flows.webhook import signed_headers
+from blocks.core.webhook_endpoint import WebhookEndpoint
+from ops.automations import CRASH_UNRESPONSIVE
+from ops.webhook_receiver import signed_headers
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, server_missing, throwaway_database
 from tests.ops_flows import DatedFolderSource
 
@@ -337,7 +337,7 @@ def _ledger(env: Env) -> Ledger:
 
 def test_manual_run_lands_files(env: Env, worker, folder):
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "--json", "run", folder["deployment"]],
+        [sys.executable, "-m", "ops.cli", "--json", "run", folder["deployment"]],
         cwd=ROOT,
         env=env.vars,
         capture_output=True,
@@ -361,7 +361,14 @@ def test_webhook_starts_a_run(env: Env, worker, folder):
     (folder["inbox"] / "c.csv").write_text("c\n")
     port = free_port()
     receiver = env.start(
-        "webhook", sys.executable, "-m", "flows.webhook", "--host", "127.0.0.1", "--port", str(port)
+        "webhook",
+        sys.executable,
+        "-m",
+        "ops.webhook_receiver",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     )
     assert wait_http(f"http://127.0.0.1:{port}/", 60, receiver), env.log("webhook")
     body = json.dumps({"event": "file-dropped", "name": "c.csv"}).encode()
@@ -439,7 +446,7 @@ def test_sigterm_to_worker_during_a_run_ends_cleanly(env: Env, worker):
 
     grace = 40  # > the 30 s heartbeat set for this module's worker
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "--json", "install-automations",
+        [sys.executable, "-m", "ops.cli", "--json", "install-automations",
          "--grace-seconds", str(grace)],
         env=env.vars, cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

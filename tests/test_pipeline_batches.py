@@ -9,10 +9,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from blocks import LocalFolderSource
-from blocks.errors import ChecksumMismatch
-from blocks.source import Candidate
+from blocks.core.errors import ChecksumMismatch
+from blocks.core.source import Candidate
 from flows.local_folder import ingest_local_folder
-from flows.pipeline import SMALL_ITEM_BYTES, landed_files, plan_batches
+from pipeline.engine import SMALL_ITEM_BYTES, landed_files, plan_batches
 from tests.landed_rows import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

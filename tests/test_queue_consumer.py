@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from blocks.handoff import IngestionQueue
-from blocks.ledger import LandedRecord, Ledger
-from blocks.queue_consumer import QueueConsumer
+from blocks.core.ingestion_queue import IngestionQueue
+from blocks.core.ledger import LandedRecord, Ledger
+from blocks.core.queue_consumer import QueueConsumer
 
 
 def _fill(ledger: Ledger, n: int) -> None:

@@ -10,11 +10,11 @@ from datetime import date
 
 import pytest
 
-from blocks.errors import ConfigError, IngestError, PermanentError
-from blocks.http_pagination import PaginationError
-from blocks.http_transport import HttpGiveUp, RateLimiter, retry_after_seconds
-from blocks.rest_api import RestApiSource
-from blocks.source import Candidate, DiscoverContext, SkipItem
+from blocks.core.errors import ConfigError, IngestError, PermanentError
+from blocks.core.source import Candidate, DiscoverContext, SkipItem
+from blocks.http.pagination import PaginationError
+from blocks.http.rest_api import RestApiSource
+from blocks.http.transport import HttpGiveUp, RateLimiter, retry_after_seconds
 from tests.http_server import SECRET, ApiServer
 
 DAY = date(2026, 1, 15)
@@ -151,7 +151,7 @@ def test_retry_after_is_honoured(api, status, monkeypatch):
     api.state.fail_plan["/items"] = [status, status]
     api.state.retry_after = "7"
     slept: list[float] = []
-    monkeypatch.setattr("blocks.http_transport._sleep", slept.append)
+    monkeypatch.setattr("blocks.http.transport._sleep", slept.append)
     records, _ = pull(src(api, path="/items"))
     assert len(records) == 25 and slept == [7.0, 7.0]
     assert api.state.hits["/items"] == 3
@@ -270,7 +270,7 @@ def test_rate_limiter_spaces_requests():
 
 def test_rate_limit_applies_to_every_page(api, monkeypatch):
     slept: list[float] = []
-    monkeypatch.setattr("blocks.http_transport._sleep", slept.append)
+    monkeypatch.setattr("blocks.http.transport._sleep", slept.append)
     pull(src(api, path="/offset", pagination="offset", page_size=10, rate_limit_per_second=0.5))
     # 4 requests (10, 10, 5, then the empty page that ends offset paging) at 0.5
     # requests/s, sleep stubbed (no time passes): slots at +2 s, +4 s and +6 s

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocks.http_pagination import PaginationError
-from blocks.rest_api import RestApiSource
-from blocks.source import DiscoverContext
+from blocks.core.source import DiscoverContext
+from blocks.http.pagination import PaginationError
+from blocks.http.rest_api import RestApiSource
 from tests.http_server import ApiServer
 
 EXAMPLES = int(os.environ.get("INGEST_PROPERTY_EXAMPLES", "5"))

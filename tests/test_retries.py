@@ -16,10 +16,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 from sqlalchemy import create_engine, text
 
-from blocks.errors import CredentialsError, HostKeyError, SourceUnavailable
-from blocks.rest_api import RestApiSource
-from blocks.sftp import SftpSource
-from blocks.sql_source import SqlSource
+from blocks.core.errors import CredentialsError, HostKeyError, SourceUnavailable
+from blocks.http.rest_api import RestApiSource
+from blocks.sftp.block import SftpSource
+from blocks.sql.block import SqlSource
 from flows.rest_api import ingest_rest
 from flows.sftp import ingest_sftp
 from flows.sql import ingest_sql
@@ -251,7 +251,7 @@ def graph(tmp_path_factory):
 
 
 def sharepoint_source(graph, **kw):
-    from blocks.sharepoint import SharePointSource
+    from blocks.sharepoint.block import SharePointSource
     from tests.graph_server import CLIENT_ID, CLIENT_SECRET, TENANT
 
     kw.setdefault("client_secret", CLIENT_SECRET)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from blocks.errors import ConfigError
-from blocks.object_store import CHUNK_BYTES
-from blocks.s3_source import S3Source
-from blocks.source import Candidate
-from flows.pipeline import landed_files
+from blocks.core.errors import ConfigError
+from blocks.core.source import Candidate
+from blocks.object_store.base import CHUNK_BYTES
+from blocks.object_store.s3 import S3Source
 from flows.s3 import ingest_s3
+from pipeline.engine import landed_files
 from tests.landed_rows import run_flow
 from tests.objstore_servers import aws_credentials
 
@@ -306,7 +306,7 @@ def test_fetch_streams_in_bounded_chunks(s3_bucket, moto_endpoint) -> None:
 
 
 def test_fetch_of_an_object_replaced_after_listing_is_skipped(s3_bucket, moto_endpoint) -> None:
-    from blocks.source import SkipItem
+    from blocks.core.source import SkipItem
 
     client, bucket = s3_bucket
     client.put_object(Bucket=bucket, Key="a.csv", Body=b"listed")

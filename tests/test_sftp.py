@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from blocks.errors import ConfigError
-from blocks.sftp import SftpSource
-from blocks.sftp_connection import SftpAuthError, SftpHostKeyError
-from blocks.source import DiscoverContext
+from blocks.core.errors import ConfigError
+from blocks.core.source import DiscoverContext
+from blocks.sftp.block import SftpSource
+from blocks.sftp.connection import SftpAuthError, SftpHostKeyError
 from flows.sftp import ingest_sftp
 from tests import sftp_server
 
@@ -66,7 +66,7 @@ def sha(data: bytes) -> str:
 
 def fetch_to(source: SftpSource, cand, staged: Path):
     """Fetch into a staging file through the pipeline's writer; returns the writer."""
-    from flows.pipeline import HashingWriter
+    from pipeline.engine import HashingWriter
 
     with open(staged, "wb") as fh:
         writer = HashingWriter(fh, staged)
@@ -281,7 +281,7 @@ def test_connections_closed_when_the_run_ends(sshd, remote, save_block, sqlite_l
 
 
 def test_pipelined_read_refuses_short_reads_and_error_replies(sshd, remote):
-    from blocks.sftp_fast_read import SftpReadError, pipelined_download
+    from blocks.sftp.fast_read import SftpReadError, pipelined_download
 
     data = os.urandom(600_000)
     sshd.put(remote, "f.bin", data, OLD)
@@ -304,7 +304,7 @@ def test_pipelined_read_refuses_short_reads_and_error_replies(sshd, remote):
 
 
 def test_split_ranges_cover_the_file_once():
-    from blocks.sftp_parallel import split_ranges
+    from blocks.sftp.parallel import split_ranges
 
     for size, parts, align in [(10, 3, 4), (1, 4, 4), (0, 4, 4), (1000, 1, 7), (10**9, 3, 261120)]:
         ranges = split_ranges(size, parts, align)
@@ -318,7 +318,7 @@ def test_big_file_over_several_connections(
     sshd, remote, save_block, sqlite_ledger, queue, monkeypatch
 ):
     """Files over the threshold are fetched in byte ranges by worker processes."""
-    import blocks.sftp as sftp_module
+    import blocks.sftp.block as sftp_module
 
     big = os.urandom(5 * 1024 * 1024 + 12_345)  # not a multiple of the read size
     small = os.urandom(300_000)
@@ -346,8 +346,8 @@ def test_big_file_over_several_connections(
 
 def test_ranged_download_fails_cleanly_when_a_link_drops_then_retries(sshd, remote, tmp_path):
     """Killing the sessions mid-download raises a retryable error; a new attempt is whole."""
-    from blocks.errors import IngestError
-    from flows.pipeline import HashingWriter
+    from blocks.core.errors import IngestError
+    from pipeline.engine import HashingWriter
 
     # 120 MB per connection: the kill (after the first 8 MiB) must land well before the end
     data = os.urandom(1024 * 1024) * 240
@@ -382,8 +382,8 @@ def test_ranged_download_fails_cleanly_when_a_link_drops_then_retries(sshd, remo
 
 
 def test_ranged_download_refuses_a_file_that_changed_since_listing(sshd, remote, tmp_path):
-    from blocks.errors import IngestError
-    from flows.pipeline import HashingWriter
+    from blocks.core.errors import IngestError
+    from pipeline.engine import HashingWriter
 
     sshd.put(remote, "big.bin", os.urandom(2 * 1024 * 1024), OLD)
     source = make(sshd, remote, connections_per_file=2, parallel_min_mb=1)
@@ -398,7 +398,7 @@ def test_ranged_download_refuses_a_file_that_changed_since_listing(sshd, remote,
 def test_listed_size_is_checked_by_an_end_of_file_probe(sshd, remote):
     """The fast path reads the listed size, probes for end-of-file and closes the handle in
     one pipeline: a file that grew since the listing is refused, the link stays usable."""
-    from blocks.sftp_fast_read import SftpReadError, pipelined_download
+    from blocks.sftp.fast_read import SftpReadError, pipelined_download
 
     data = os.urandom(700_000)
     sshd.put(remote, "f.bin", data, OLD)
@@ -437,7 +437,7 @@ def test_channel_reader_splits_and_joins_chunks_exactly():
     """Answers straddle the packets the channel hands over (the first of a batch may be a
     view of a partly read packet); every byte comes out once, in order, and each wait asks
     for just what the answer still lacks."""
-    from blocks.sftp_fast_read import _ChannelReader
+    from blocks.sftp.fast_read import _ChannelReader
 
     data = os.urandom(10_000)
     batches = [
@@ -469,8 +469,8 @@ def test_channel_reader_splits_and_joins_chunks_exactly():
 def test_window_is_given_back_as_the_download_is_read(sshd, remote, monkeypatch):
     """The chunk pipe's reader returns the bytes it takes to the server's window: with a
     1 MiB window a 6 MB download would stall after the first MiB otherwise."""
-    import blocks.sftp_connection as connection
-    from blocks.sftp_fast_read import pipelined_download
+    import blocks.sftp.connection as connection
+    from blocks.sftp.fast_read import pipelined_download
 
     monkeypatch.setattr(connection, "_WINDOW", 1024 * 1024)
     data = os.urandom(6_000_000)
@@ -489,7 +489,7 @@ def test_window_is_given_back_as_the_download_is_read(sshd, remote, monkeypatch)
 def test_read_requests_go_out_several_to_a_packet(sshd, remote):
     """With 8 reads in flight, requests are topped up two at a time in one channel send,
     not one send per answer (each send is an SSH packet paramiko builds and encrypts)."""
-    from blocks.sftp_fast_read import pipelined_download
+    from blocks.sftp.fast_read import pipelined_download
 
     data = os.urandom(40 * 255 * 1024 + 5)
     sshd.put(remote, "f.bin", data, OLD)
@@ -512,7 +512,7 @@ def test_refused_extra_logins_fall_back_to_one_connection(sshd, remote, tmp_path
     """Range workers the server will not let in (here: workers that report a refused login)
     make the file come over the block's own connection; the login reached them on stdin
     only, never in their argv or environment."""
-    import blocks.sftp_parallel as parallel
+    import blocks.sftp.parallel as parallel
 
     seen = tmp_path / "seen"
     refusing = tmp_path / "refusing_worker.py"

@@ -10,7 +10,7 @@ import time
 import pytest
 from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
 
-from blocks.sftp_chunk_pipe import ChunkPipe
+from blocks.sftp.chunk_pipe import ChunkPipe
 
 
 def test_reads_match_paramikos_buffered_pipe():

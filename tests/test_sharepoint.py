@@ -12,9 +12,9 @@ from datetime import date
 
 import pytest
 
-from blocks.errors import ConfigError, IngestError, PermanentError
-from blocks.sharepoint import SharePointSource
-from blocks.source import DiscoverContext
+from blocks.core.errors import ConfigError, IngestError, PermanentError
+from blocks.core.source import DiscoverContext
+from blocks.sharepoint.block import SharePointSource
 from tests.graph_server import CLIENT_ID, CLIENT_SECRET, TENANT, GraphServer
 
 DAY = date(2026, 1, 15)
@@ -78,7 +78,7 @@ def test_download_streams_content_and_honours_retry_after(graph, monkeypatch):
     graph.state.fail_plan["AXIS_20260115_a.csv"] = [429, 503]
     graph.state.retry_after = "3"
     slept: list[float] = []
-    monkeypatch.setattr("blocks.http_transport._sleep", slept.append)
+    monkeypatch.setattr("blocks.http.transport._sleep", slept.append)
     source = block(graph)
     cand = next(iter(source.discover(DiscoverContext(partition_date=DAY))))
     out = io.BytesIO()

@@ -10,7 +10,7 @@ import pytest
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 
 from blocks import LocalFolderSource
-from blocks.sql_source import SqlSource
+from blocks.sql.block import SqlSource
 from flows.local_folder import ingest_local_folder
 from flows.sftp import ingest_sftp
 from flows.sql import ingest_sql

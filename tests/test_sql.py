@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import text
 
 from blocks import IngestionQueue, Ledger, QueueConsumer
-from blocks.errors import ConfigError, LedgerError
-from blocks.sql_source import SqlSource
+from blocks.core.errors import ConfigError, LedgerError
+from blocks.sql.block import SqlSource
 from flows.sql import ingest_sql
 from tests.landed_rows import counts, delivered_ids, landed, read_rows, run_flow
 from tests.sql_servers import SourceDb, my_source, pg_source  # noqa: F401

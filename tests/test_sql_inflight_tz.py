@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from blocks.sql_source import SqlSource
+from blocks.sql.block import SqlSource
 from tests.landed_rows import counts, delivered_ids
 from tests.sql_servers import SourceDb, mariadb_database, mariadb_server_in_tz
 from tests.test_sql import run, source_for, watermark
@@ -89,7 +89,7 @@ def test_transaction_open_across_a_run_loses_nothing_and_does_not_hold_hours_bac
 
 def test_inflight_start_is_read_in_the_server_system_zone(tz_source) -> None:
     """The start the cap uses is the transaction's real start (UTC), within the second."""
-    from blocks import sql_dialects as dialects
+    from blocks.sql import dialects as dialects
 
     tz, db = tz_source
     db.run("CREATE TABLE IF NOT EXISTS probe (i int) ENGINE=InnoDB")

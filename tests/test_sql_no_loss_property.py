@@ -43,7 +43,7 @@ from hypothesis.control import currently_in_test_context
 from sqlalchemy import Connection, text
 
 from blocks import IngestionQueue, Ledger, QueueConsumer
-from blocks.sql_source import SqlSource
+from blocks.sql.block import SqlSource
 from flows.sql import ingest_sql
 from tests.conftest import sqlite_connector
 from tests.landed_rows import keep_result, landed, read_rows
@@ -508,7 +508,7 @@ def test_warehouse_time_bound_is_a_value_every_precision_can_store() -> None:
     from datetime import date, datetime, timezone
     from zoneinfo import ZoneInfo
 
-    from blocks.warehouse_watermark import upper_bound
+    from blocks.warehouse.watermark import upper_bound
 
     now = datetime(2026, 7, 1, 12, 0, 5, 734_512, tzinfo=timezone.utc)
     paris = ZoneInfo("Europe/Paris")

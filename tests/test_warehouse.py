@@ -33,12 +33,13 @@ from prefect_gcp import GcpCredentials
 from prefect_gcp.bigquery import BigQueryWarehouse
 
 from blocks import IngestionQueue, Ledger
-from blocks.bigquery_source import BigQueryQuerySource
-from blocks.errors import ConfigError, LedgerError
-from blocks.snowflake_source import SnowflakeQuerySource
-from blocks.source import DiscoverContext
-from blocks.warehouse_query import WarehouseQueryError
-from blocks.warehouse_watermark import (
+from blocks.core.errors import ConfigError, LedgerError
+from blocks.core.source import DiscoverContext
+from blocks.core.watermark_values import from_json, kind_of, text_label, to_json
+from blocks.warehouse.bigquery import BigQueryQuerySource
+from blocks.warehouse.query import WarehouseQueryError
+from blocks.warehouse.snowflake import SnowflakeQuerySource
+from blocks.warehouse.watermark import (
     Position,
     Progress,
     Window,
@@ -46,7 +47,6 @@ from blocks.warehouse_watermark import (
     parse_initial,
     upper_bound,
 )
-from blocks.watermark_values import from_json, kind_of, text_label, to_json
 from flows.bigquery import ingest_bigquery
 from flows.snowflake import ingest_snowflake
 from tests.landed_rows import counts, delivered_ids, landed, read_rows, run_flow
@@ -73,7 +73,7 @@ def run(flow, save_block, ledger: Ledger, queue: IngestionQueue, source, **param
 def queued(ledger: Ledger) -> int:
     from sqlalchemy import func, select
 
-    from blocks import ledger_schema as schema
+    from blocks.core import ledger_schema as schema
 
     with ledger.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(schema.queue)).scalar_one()

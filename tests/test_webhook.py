@@ -11,8 +11,8 @@ import time
 import pytest
 from starlette.testclient import TestClient
 
-from blocks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEndpoint
-from flows.webhook import create_app, sign, signed_headers
+from blocks.core.webhook_endpoint import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEndpoint
+from ops.webhook_receiver import create_app, sign, signed_headers
 
 SECRET = "s3cret-value-0123456789"
 

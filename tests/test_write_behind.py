@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from blocks.write_behind import ThreadedSink
+from blocks.core.write_behind import ThreadedSink
 
 
 class SlowSink:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import create_engine, text
 
-from blocks.source import SourceBlock
+from blocks.core.source import SourceBlock
 
 KITS: dict[str, type[SourceKit]] = {}
 

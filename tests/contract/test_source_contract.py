@@ -1,5 +1,5 @@
 """The source contract: every source type, against its real local server, through the
-one pipeline (`flows.pipeline.run_source` inside a flow).
+one pipeline (`pipeline.engine.run_source` inside a flow).
 
 Each test runs once per kit (`tests/contract/kits.py`): discover lists new items; a run
 lands each once with the source's content; a rerun lands nothing; `force` lands again;
@@ -23,8 +23,8 @@ import pytest
 from prefect import flow
 
 from blocks import ConfigError, IngestError, QueueConsumer
-from blocks.source import DiscoverContext, SourceBlock
-from flows.pipeline import landed_files, run_source
+from blocks.core.source import DiscoverContext, SourceBlock
+from pipeline.engine import landed_files, run_source
 from tests.contract.kits import SourceKit, wait_for
 from tests.landed_rows import landed, read_rows
 

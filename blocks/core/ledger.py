@@ -1,0 +1,560 @@
+"""The ingestion ledger ("DB service") block: what was taken, every run, and source state."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from prefect.blocks.core import Block
+from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
+from pydantic import Field, PrivateAttr
+from sqlalchemy import Connection, Engine, bindparam, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+
+from blocks.core import ledger_schema as t
+from blocks.core.defaults import default_ledger_path
+from blocks.core.errors import ConfigError, LedgerError
+
+_ENGINE_LOCK = threading.Lock()
+# Keeps each IN (...) list well under SQLite's and PostgreSQL's bound-parameter limits.
+_IN_CHUNK = 5000
+
+
+# The columns a KnownItem is built from.
+_KNOWN_COLUMNS = (
+    t.items.c.name,
+    t.items.c.sha256,
+    t.items.c.size,
+    t.items.c.remote_version,
+    t.items.c.landed_path,
+    t.items.c.status,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def default_database() -> SqlAlchemyConnector:
+    path = default_ledger_path()
+    return SqlAlchemyConnector(
+        connection_info=ConnectionComponents(driver=SyncDriver.SQLITE_PYSQLITE, database=path)
+    )
+
+
+@dataclass(frozen=True)
+class KnownItem:
+    """A ledger row as the dedupe step needs it."""
+
+    name: str
+    sha256: str | None
+    size: int | None
+    remote_version: str | None
+    landed_path: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class LandedRecord:
+    """Everything the record step writes for one landed (or duplicate) item."""
+
+    source: str
+    name: str
+    sha256: str
+    size: int
+    landed_path: str
+    flow_run_id: str | None
+    remote_mtime: datetime | None = None
+    remote_version: str | None = None
+    status: str = "landed"
+    partition_date: date | None = None
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """One ingestion-queue message; `message_id` is derived from (source, name, sha256)."""
+
+    message_id: str
+    source: str
+    item_name: str
+    sha256: str
+    size: int
+    landed_path: str
+    payload: dict[str, Any]
+
+
+class Ledger(Block):
+    """Ingestion ledger ("DB service"): the items taken, the runs, and per-source state.
+
+    Backed by SQLAlchemy through a nested prefect-sqlalchemy `SqlAlchemyConnector`, so the
+    database credentials are their own block (rotate once, every ledger follows). The default
+    is a SQLite file (`$INGEST_LEDGER_PATH`, else `$INGEST_HOME/ledger.db`, else
+    `~/.ingest/ledger.db`); use PostgreSQL in
+    production with the same code. Tables are created on first use.
+
+    Tables: `ingest_items` (unique on source, name, sha256), `ingest_runs`, `ingest_state`
+    (watermarks and cursors) and `ingest_queue` (the ingestion queue's messages, written in
+    the same transaction as the item they announce).
+    """
+
+    _block_type_name = "Ingest Ledger"
+    _block_type_slug = "ingest-ledger"
+    _description = (
+        "Ledger of ingested items, runs and source state (watermarks) in a SQL database "
+        "(SQLite by default, PostgreSQL in production)."
+    )
+
+    database: SqlAlchemyConnector = Field(
+        default_factory=default_database,
+        description=(
+            "Database holding the ledger and the queue table: a prefect-sqlalchemy "
+            "SQLAlchemy Connector (sqlite+pysqlite or postgresql+psycopg2)."
+        ),
+    )
+    table_check: bool = Field(
+        default=True, description="Create missing ledger tables on first use."
+    )
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    # ----------------------------------------------------------------- connection
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with _ENGINE_LOCK:  # tasks in threads share one block: create one engine
+                if self._engine is None:
+                    self._engine = self._create_engine()
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _create_engine(self) -> Engine:
+        info = self.database.connection_info
+        driver = getattr(info, "driver", None)
+        is_sqlite = "sqlite" in str(getattr(driver, "value", driver))
+        if is_sqlite and info.database and info.database != ":memory:":
+            _check_sqlite_path(str(info.database))
+        try:
+            engine = self.database.get_engine(pool_pre_ping=True)
+        except Exception as exc:  # driver import errors, bad URLs
+            raise LedgerError(f"Ledger.database: cannot create engine: {_redact(exc)}") from exc
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        if self.table_check:
+            self._ensure_schema(engine)
+        return engine
+
+    def _ensure_schema(self, engine: Engine) -> None:
+        try:
+            try:
+                t.metadata.create_all(engine, checkfirst=True)
+            except (OperationalError, ProgrammingError, IntegrityError):
+                # Another process created the tables between our check and create.
+                t.metadata.create_all(engine, checkfirst=True)
+            with engine.begin() as conn:
+                current = conn.execute(
+                    select(t.meta.c.value).where(t.meta.c.key == "schema_version")
+                ).scalar()
+                if current is None:
+                    try:
+                        conn.execute(
+                            insert(t.meta).values(key="schema_version", value=str(t.SCHEMA_VERSION))
+                        )
+                    except IntegrityError:
+                        pass  # another process created it first
+                elif int(current) > t.SCHEMA_VERSION:
+                    raise LedgerError(
+                        f"ledger schema version {current} is newer than this code "
+                        f"({t.SCHEMA_VERSION}); upgrade the package"
+                    )
+        except SQLAlchemyError as exc:
+            raise LedgerError(
+                f"Ledger.database: cannot prepare ledger tables: {_short(exc)}"
+            ) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One database transaction; any database error becomes a LedgerError."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"Ledger.database: database error: {_short(exc)}") from exc
+
+    def check(self) -> None:
+        """Fail fast (LedgerError) when the ledger database is unreachable."""
+        with self.transaction() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # ----------------------------------------------------------------- dedupe
+    def known_items(
+        self, source: str, names: Iterable[str], since: datetime | None = None
+    ) -> dict[str, list[KnownItem]]:
+        """Landed/duplicate rows for these names of one source: the set-based dedupe query.
+
+        One query for a listing of up to 5,000 names; larger listings are chunked.
+        `since` limits the answer to rows created in a time window (the seeds' "already
+        ingested within N days" rule).
+        """
+        wanted = list(dict.fromkeys(names))
+        found: dict[str, list[KnownItem]] = {}
+        stmt = select(*_KNOWN_COLUMNS).where(
+            t.items.c.source == source,
+            t.items.c.status.in_(("landed", "duplicate")),
+            t.items.c.name.in_(bindparam("names", expanding=True)),
+        )
+        if since is not None:
+            stmt = stmt.where(t.items.c.created_at >= since)
+        with self.transaction() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                for row in conn.execute(stmt, {"names": chunk}):
+                    found.setdefault(row.name, []).append(KnownItem(**row._mapping))
+        return found
+
+    def landed_by_sha(self, source: str, sha256: str) -> KnownItem | None:
+        """A landed row of this source with this content, if any (content dedupe)."""
+        stmt = (
+            select(*_KNOWN_COLUMNS)
+            .where(
+                t.items.c.source == source,
+                t.items.c.sha256 == sha256,
+                t.items.c.status == "landed",
+            )
+            .order_by(t.items.c.id)
+            .limit(1)
+        )
+        with self.transaction() as conn:
+            row = conn.execute(stmt).first()
+        return KnownItem(**row._mapping) if row else None
+
+    def sha_at_path(self, landed_path: str) -> str | None:
+        """The sha256 recorded for a landed path, if the ledger knows the path."""
+        stmt = (
+            select(t.items.c.sha256)
+            .where(t.items.c.landed_path == landed_path, t.items.c.status == "landed")
+            .limit(1)
+        )
+        with self.transaction() as conn:
+            return conn.execute(stmt).scalar()
+
+    # ----------------------------------------------------------------- record
+    def record_landed(
+        self,
+        record: LandedRecord,
+        message: QueueMessage | None = None,
+        state_updates: Mapping[str, Any] | None = None,
+        replace: bool = False,
+    ) -> bool:
+        """Write the item row, its queue message and any state in ONE transaction.
+
+        Returns False (and writes nothing) when the same (source, name, sha256) is already
+        recorded: a concurrent or repeated run got there first. With `replace` (a forced
+        re-land) the existing row is updated to the new landing instead.
+        """
+        now = utcnow()
+        values = dict(
+            size=record.size,
+            remote_mtime=record.remote_mtime,
+            remote_version=record.remote_version,
+            landed_path=record.landed_path,
+            partition_date=record.partition_date.isoformat() if record.partition_date else None,
+            flow_run_id=record.flow_run_id,
+            status=record.status,
+            updated_at=now,
+        )
+        c = t.items.c
+        try:
+            with self.transaction() as conn:
+                replaced = 0
+                if replace:
+                    replaced = conn.execute(
+                        update(t.items)
+                        .where(
+                            c.source == record.source,
+                            c.name == record.name,
+                            c.sha256 == record.sha256,
+                        )
+                        .values(**values)
+                    ).rowcount
+                if not replaced:
+                    conn.execute(
+                        insert(t.items).values(
+                            source=record.source,
+                            name=record.name,
+                            sha256=record.sha256,
+                            created_at=now,
+                            **values,
+                        )
+                    )
+                if message is not None:
+                    self._insert_message(conn, message, now)
+                for key, value in (state_updates or {}).items():
+                    self._upsert_state(conn, record.source, key, value, now)
+        except IntegrityError:
+            return False
+        return True
+
+    def refresh_version(
+        self, source: str, name: str, sha256: str, remote_version: str | None
+    ) -> None:
+        """Remember a new remote version whose content we already hold (skip it next time)."""
+        with self.transaction() as conn:
+            conn.execute(
+                update(t.items)
+                .where(
+                    t.items.c.source == source,
+                    t.items.c.name == name,
+                    t.items.c.sha256 == sha256,
+                )
+                .values(remote_version=remote_version, updated_at=utcnow())
+            )
+
+    def record_failure(
+        self,
+        source: str,
+        name: str,
+        flow_run_id: str | None,
+        error: str,
+        size: int | None = None,
+        partition_date: date | None = None,
+    ) -> None:
+        now = utcnow()
+        with self.transaction() as conn:
+            conn.execute(
+                insert(t.items).values(
+                    source=source,
+                    name=name,
+                    sha256=None,
+                    size=size,
+                    partition_date=partition_date.isoformat() if partition_date else None,
+                    flow_run_id=flow_run_id,
+                    status="failed",
+                    error=error[:4000],
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def _insert_message(self, conn: Connection, message: QueueMessage, now: datetime) -> None:
+        exists = conn.execute(
+            select(t.queue.c.message_id).where(t.queue.c.message_id == message.message_id)
+        ).first()
+        if exists:
+            return  # deterministic id: a rerun never makes a second message
+        conn.execute(
+            insert(t.queue).values(
+                message_id=message.message_id,
+                source=message.source,
+                item_name=message.item_name,
+                sha256=message.sha256,
+                size=message.size,
+                landed_path=message.landed_path,
+                payload=json.dumps(message.payload, default=str, sort_keys=True),
+                status="ready",
+                attempts=0,
+                created_at=now,
+            )
+        )
+
+    # ----------------------------------------------------------------- runs
+    def start_run(self, source: str, flow_run_id: str | None, partition_date: date | None) -> int:
+        with self.transaction() as conn:
+            result = conn.execute(
+                insert(t.runs).values(
+                    source=source,
+                    flow_run_id=flow_run_id,
+                    partition_date=partition_date.isoformat() if partition_date else None,
+                    status="running",
+                    listed=0,
+                    skipped=0,
+                    landed=0,
+                    failed=0,
+                    bytes=0,
+                    started_at=utcnow(),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def finish_run(
+        self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None
+    ) -> None:
+        values = {
+            k: counts[k] for k in ("listed", "skipped", "landed", "failed", "bytes") if k in counts
+        }
+        if "seconds" in counts:
+            values["seconds"] = f"{float(counts['seconds']):.3f}"
+        with self.transaction() as conn:
+            conn.execute(
+                update(t.runs)
+                .where(t.runs.c.id == run_id)
+                .values(
+                    status=status,
+                    error=(error or None) and error[:4000],
+                    finished_at=utcnow(),
+                    **values,
+                )
+            )
+
+    def open_runs(self, source: str | None = None) -> list[dict[str, Any]]:
+        """Runs still `running` (id, source, flow_run_id, started_at), oldest first."""
+        r = t.runs.c
+        stmt = select(r.id, r.source, r.flow_run_id, r.started_at).where(r.status == "running")
+        if source is not None:
+            stmt = stmt.where(r.source == source)
+        with self.transaction() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt.order_by(r.id))]
+
+    def close_run(self, run_id: int, status: str, error: str) -> bool:
+        """Close a run left `running` (its process died); False if it was closed meanwhile.
+
+        Only a row still `running` is changed, so a run that finishes concurrently keeps
+        its own outcome and counts.
+        """
+        with self.transaction() as conn:
+            changed = conn.execute(
+                update(t.runs)
+                .where(t.runs.c.id == run_id, t.runs.c.status == "running")
+                .values(status=status, error=error[:4000], finished_at=utcnow())
+            ).rowcount
+        return changed == 1
+
+    def recent_runs(self, source: str, limit: int = 20) -> list[dict[str, Any]]:
+        stmt = (
+            select(t.runs)
+            .where(t.runs.c.source == source)
+            .order_by(t.runs.c.started_at.desc(), t.runs.c.id.desc())
+            .limit(limit)
+        )
+        with self.transaction() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def recent_items(self, source: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        stmt = select(t.items).order_by(t.items.c.id.desc()).limit(limit)
+        if source:
+            stmt = stmt.where(t.items.c.source == source)
+        with self.transaction() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def count_items(
+        self, source: str, status: str = "landed", partition_date: date | None = None
+    ) -> int:
+        """How many rows of a status a source has, optionally for one logical day."""
+        stmt = (
+            select(func.count())
+            .select_from(t.items)
+            .where(t.items.c.source == source, t.items.c.status == status)
+        )
+        if partition_date is not None:
+            stmt = stmt.where(t.items.c.partition_date == partition_date.isoformat())
+        with self.transaction() as conn:
+            return int(conn.execute(stmt).scalar() or 0)
+
+    # ----------------------------------------------------------------- state
+    def get_state(self, source: str, key: str, default: Any = None) -> Any:
+        stmt = select(t.state.c.value).where(t.state.c.source == source, t.state.c.key == key)
+        with self.transaction() as conn:
+            raw = conn.execute(stmt).scalar()
+        return default if raw is None else json.loads(raw)
+
+    def set_state(self, source: str, key: str, value: Any) -> None:
+        with self.transaction() as conn:
+            self._upsert_state(conn, source, key, value, utcnow())
+
+    def _upsert_state(
+        self, conn: Connection, source: str, key: str, value: Any, now: datetime
+    ) -> None:
+        raw = json.dumps(value, default=str, sort_keys=True)
+        changed = conn.execute(
+            update(t.state)
+            .where(t.state.c.source == source, t.state.c.key == key)
+            .values(value=raw, updated_at=now)
+        ).rowcount
+        if not changed:
+            conn.execute(insert(t.state).values(source=source, key=key, value=raw, updated_at=now))
+
+    # ----------------------------------------------------------------- housekeeping
+    def failed_since(self, source: str, since: timedelta) -> Sequence[dict[str, Any]]:
+        stmt = select(t.items).where(
+            t.items.c.source == source,
+            t.items.c.status == "failed",
+            t.items.c.created_at >= utcnow() - since,
+        )
+        with self.transaction() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers and one writer work at once; busy_timeout makes concurrent
+    # processes wait for the write lock instead of failing with "database is locked".
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _check_sqlite_path(database: str) -> None:
+    """Create the SQLite file's folder; an unusable path is a ConfigError naming the field.
+
+    Without this a missing, uncreatable or read-only folder surfaced as a raw OSError
+    (or sqlite's "unable to open database file") deep in the first query.
+    """
+    if not os.path.isabs(database):
+        # sqlite resolves it against the working directory: a process worker's temporary
+        # one, deleted after the run, so the next run would find an empty ledger (and
+        # SQLAlchemy does not expand '~').
+        raise ConfigError(
+            "Ledger.database", f"SQLite path {database!r} is relative; give an absolute path"
+        )
+    path = os.path.abspath(database)
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise ConfigError("Ledger.database", f"SQLite file {path} is a directory")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "Ledger.database",
+            f"cannot create the folder {folder} of SQLite file {path}: "
+            f"{exc.strerror or type(exc).__name__}",
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        # sqlite needs to create the file and its -wal/-shm journals beside it
+        raise ConfigError(
+            "Ledger.database", f"folder {folder} of SQLite file {path} is not writable"
+        )
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError("Ledger.database", f"SQLite file {path} is not readable and writable")
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)\S*@")
+
+
+def _redact(exc: BaseException | str) -> str:
+    """First line of an error with any URL password masked (`scheme://user:***@host`)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return _URL_PASSWORD.sub(r"\1***@", line)
+
+
+def _short(exc: BaseException) -> str:
+    """First line of a database error, without the SQL and parameters SQLAlchemy appends."""
+    orig = getattr(exc, "orig", None)
+    return _redact(orig if orig is not None else exc)

@@ -1,0 +1,224 @@
+"""The source interface: how a source plugs into the one pipeline.
+
+A source is a Prefect Block that subclasses `SourceBlock` and implements:
+
+- `preflight()`: check configuration before any I/O; raise `ConfigError` naming the field.
+- `discover(ctx)`: list candidates, once per run (paged inside if the source pages). Each
+  `Candidate` has a safe relative `name`, and `size`/`mtime`/`version` when the source
+  knows them. `version` is the cheap change fingerprint (ETag, size+mtime, ...) that lets
+  the dedupe step skip an unchanged item without fetching it.
+- `fetch(candidate, out)`: stream the item's bytes into the binary writer `out` (it hashes
+  and counts as it writes; never hold the whole item in memory). It may return a mapping
+  of state (e.g. a watermark) that the record step writes in the same transaction as the
+  ledger row, and may raise `SkipItem` to skip an item (e.g. an empty increment).
+- `content_dedupe(candidate)`: optional; False when an item must be landed even if a
+  landed item already has the same content (row/record windows). Default True (files).
+- `after_landing(candidate)`: optional action at the source once the item is recorded
+  (keep, delete, archive). A failure here is logged, never loses the landed item.
+- Run hooks, all optional, called by the one flow builder (`pipeline/source_flow.py`):
+  `apply_run_options(options)` takes the flow's generic `options` parameter (default: no
+  option is known, any key is a ConfigError); `check_before_run` asks for a retried
+  `test_connection` before the run; `run_session()` wraps the run (yield False: another run
+  holds the source, nothing is done); `runs_again(ledger, summary, runs)` asks for one
+  more pipeline pass (e.g. a split increment not yet caught up).
+
+Everything else (dedupe, staging, checksums, landing, queue message, ledger, retries,
+events, summary) is the pipeline's job: `pipeline/engine.py`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, BinaryIO, ClassVar, Literal
+from zoneinfo import ZoneInfo
+
+from prefect.blocks.core import Block
+from pydantic import Field, field_validator
+
+from blocks.core.errors import ConfigError
+from blocks.core.naming import SOURCE_ID_PATTERN, check_source_id
+from blocks.core.timezones import check_timezone
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One item a source offers: a file, an object, or an extraction window."""
+
+    name: str
+    size: int | None = None
+    mtime: datetime | None = None
+    version: str | None = None
+    expected_sha256: str | None = None
+    ref: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class DiscoverContext:
+    """What a run tells its source: the logical day (for date templates), the run id,
+    whether the run is forced, and read access to the source's ledger state (watermarks,
+    cursors), which `fetch` updates by returning a mapping."""
+
+    partition_date: date
+    flow_run_id: str | None = None
+    force: bool = False
+    ledger: Any = field(default=None, repr=False, compare=False)
+    source_id: str = ""
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        if self.ledger is None:
+            return default
+        return self.ledger.get_state(self.source_id, key, default)
+
+
+class SkipItem(Exception):
+    """Raised by `fetch` to skip one item on purpose (counted as skipped, not failed).
+
+    `state` (optional) is still written to the ledger, e.g. a watermark that moves although
+    the increment was empty.
+    """
+
+    def __init__(self, reason: str = "", state: Mapping[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.state = dict(state or {})
+
+
+class SourceBlock(Block):
+    """Fields every source shares: identity in the ledger and how the pipeline treats it."""
+
+    source_id: str = Field(
+        ...,
+        pattern=SOURCE_ID_PATTERN,
+        description=(
+            "Stable id of this source in the ledger and the landing path "
+            "(letters, digits, '_', '.', '-'). Changing it makes every item look new."
+        ),
+    )
+    min_age_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="Only take items whose modification time is at least this old.",
+    )
+    stability_seconds: float = Field(
+        default=0,
+        ge=0,
+        description=(
+            "If > 0, list twice this many seconds apart and only take items whose size "
+            "and modification time did not change (files still being written are left)."
+        ),
+    )
+    changed_items: Literal["land", "ignore"] = Field(
+        default="land",
+        description=(
+            "An item seen before under the same name with new content: 'land' it as a new "
+            "version, or 'ignore' it (dedupe by name only)."
+        ),
+    )
+    dedupe_window_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Only ledger rows from the last N days count as already ingested (empty: all).",
+    )
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of the source's days (the default run date is today there).",
+    )
+    max_parallel: int = Field(default=4, ge=1, le=64, description="Items fetched at the same time.")
+    small_item_batch: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description=(
+            "Items of at most 1 MiB are landed up to this many per Prefect task (each task "
+            "run costs Prefect ~20 ms); 1: one task per item."
+        ),
+    )
+    retries: int = Field(
+        default=3, ge=0, le=20, description="Retries per item, with exponential backoff."
+    )
+    retry_delay_seconds: float = Field(
+        default=2, ge=0, description="Base of the per-item exponential retry backoff."
+    )
+
+    @field_validator("source_id")
+    @classmethod
+    def _source_id_is_safe(cls, value: str) -> str:
+        return check_source_id(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    def today(self) -> date:
+        """Today in the source's time zone: the default logical day of a run."""
+        return datetime.now(ZoneInfo(self.timezone)).date()
+
+    def preflight(self) -> None:
+        """Check configuration before any I/O. Override to add checks."""
+
+    @abstractmethod
+    def discover(self, ctx: DiscoverContext) -> Iterable[Candidate]:
+        """List the candidates of this run."""
+
+    @abstractmethod
+    def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
+        """Stream one candidate's bytes into `out`."""
+
+    def test_connection(self) -> dict[str, Any]:
+        """Check the configuration, list the source once, and say what was found.
+
+        Sources with a cheaper or richer check override this.
+        """
+        self.preflight()
+        items = list(self.discover(DiscoverContext(partition_date=self.today())))
+        return {
+            "ok": True,
+            "source_id": self.source_id,
+            "items": len(items),
+            "sample": [c.name for c in items[:10]],
+        }
+
+    def content_dedupe(self, candidate: Candidate) -> bool:
+        """Whether the pipeline may drop this item because a landed item of this source
+        already has the same content sha256 (default: yes).
+
+        Right for files: the same bytes under another name are the same delivery. Wrong for
+        row and record windows (SQL, warehouse queries, REST records): two windows can hold
+        byte-identical files (e.g. columns without a key) and each is its own delivery, so
+        those sources answer False and every window is landed and queued."""
+        return True
+
+    def after_landing(self, candidate: Candidate) -> None:  # noqa: B027 (optional hook)
+        """Act on the source once the item is recorded (default: keep it)."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release connections the block opened; called once at the end of every run."""
+
+    # Run hooks (see the module docstring). Defaults: no options, no check, one pass.
+    run_options: ClassVar[tuple[str, ...]] = ()
+    check_before_run: ClassVar[bool] = False
+
+    def apply_run_options(self, options: Mapping[str, Any] | None) -> None:
+        """Take the flow's `options` for this run, before any I/O. Sources that know
+        options override this; a key they do not know fails naming `options.<key>`."""
+        for key in options or {}:
+            raise unknown_option(key, self.run_options)
+
+    @contextmanager
+    def run_session(self) -> Iterator[bool]:
+        """Wrap one flow run; yield False when the run must not go on (source busy)."""
+        yield True
+
+    def runs_again(self, ledger: Any, summary: Any, runs: int) -> bool:
+        """After `runs` pipeline passes with `summary` the last: run one more? (no)"""
+        return False
+
+
+def unknown_option(key: str, known: Iterable[str]) -> ConfigError:
+    """The error for a run option the source does not take."""
+    names = ", ".join(known) or "none (this source takes no options)"
+    return ConfigError(f"options.{key}", f"unknown option; known options: {names}")

@@ -1,0 +1,1 @@
+"""Watched local (or mounted) folders: `block.LocalFolderSource`."""

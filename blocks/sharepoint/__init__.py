@@ -1,0 +1,1 @@
+"""SharePoint / OneDrive drives through Microsoft Graph: `block.SharePointSource`."""

@@ -1,0 +1,387 @@
+"""`ingest-ops`: one command line for operators (Typer; talks to PREFECT_API_URL).
+
+    ingest-ops [--json] sources [--tag ingest] [--last-n 20]
+    ingest-ops [--json] test-connection <block-type-slug>/<block-name>
+    ingest-ops [--json] run <flow>/<deployment> [--date D] [--force] [--param k=v ...]
+    ingest-ops [--json] backfill <flow>/<deployment> START END [--force] [--max-parallel-days 2]
+                        [--allow-empty-days]
+                        [--via ingest-backfill/backfill | --local]
+    ingest-ops [--json] pause|resume <flow>/<deployment>
+    ingest-ops [--json] ledger [--source S] [--limit 20] [--ledger-block NAME]
+    ingest-ops [--json] health [--ledger-block NAME] [--last-n 20] [--abandon-after-hours 24]
+    ingest-ops [--json] install-automations [--grace-seconds 240]
+
+Also runnable as `python -m ops.cli`. Errors go to stderr with exit code 1 (2 for usage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from typing import Any
+from uuid import UUID
+
+import typer
+
+app = typer.Typer(
+    name="ingest-ops", help="Operate the ingestion deployments.", no_args_is_help=True
+)
+_OPTS: dict[str, bool] = {"json": False}
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+@app.callback()
+def main(
+    json_output: bool = typer.Option(False, "--json", help="Machine-readable JSON output."),
+) -> None:
+    _OPTS["json"] = json_output
+
+
+def _emit(data: Any, table: list[dict[str, Any]] | None = None) -> None:
+    if _OPTS["json"]:
+        typer.echo(json.dumps(data, default=str, indent=2))
+        return
+    rows = table if table is not None else (data if isinstance(data, list) else [data])
+    if not rows:
+        typer.echo("(none)")
+        return
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in cols}
+    typer.echo("  ".join(c.ljust(widths[c]) for c in cols))
+    for row in rows:
+        typer.echo("  ".join(_cell(row.get(c)).ljust(widths[c]) for c in cols))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return "" if value is None else str(value)[:80]
+
+
+def _fail(message: str) -> None:
+    if _OPTS["json"]:
+        typer.echo(json.dumps({"error": message}), err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def describe_schedule(schedule: Any) -> str:
+    tz = getattr(schedule, "timezone", None) or "UTC"
+    if getattr(schedule, "cron", None):
+        return f"cron '{schedule.cron}' {tz}"
+    if getattr(schedule, "interval", None):
+        return f"every {int(schedule.interval.total_seconds())}s"
+    if getattr(schedule, "rrule", None):
+        return f"rrule '{schedule.rrule}' {tz}"
+    return type(schedule).__name__
+
+
+async def _deployment_id(client: Any, name: str) -> UUID:
+    if name.count("/") != 1:
+        _fail(f"deployment: {name!r}: expected '<flow name>/<deployment name>'")
+    try:
+        return (await client.read_deployment_by_name(name)).id
+    except Exception:
+        _fail(f"deployment: no deployment {name!r} on the Prefect API")
+    raise AssertionError  # unreachable
+
+
+async def _sources(tag: str | None, last_n: int) -> list[dict[str, Any]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterTags,
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    rows = []
+    async with get_client() as client:
+        dep_filter = DeploymentFilter(tags=DeploymentFilterTags(all_=[tag])) if tag else None
+        deployments = await client.read_deployments(deployment_filter=dep_filter)
+        flows = {f.id: f.name for f in await client.read_flows()}
+        for dep in sorted(deployments, key=lambda d: (flows.get(d.flow_id, ""), d.name)):
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[dep.id]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(FINAL))),
+                ),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=last_n,
+            )
+            done = [r for r in runs if r.state_type is not None]
+            completed = sum(1 for r in done if r.state_type.value == "COMPLETED")
+            last = done[0] if done else None
+            rows.append(
+                {
+                    "deployment": f"{flows.get(dep.flow_id, '?')}/{dep.name}",
+                    "schedules": "; ".join(
+                        describe_schedule(s.schedule) + ("" if s.active else " (inactive)")
+                        for s in dep.schedules
+                    ),
+                    "paused": dep.paused,
+                    "last_run_state": last.state_name if last else None,
+                    "last_run_time": last.start_time or last.expected_start_time if last else None,
+                    "success_rate": (completed / len(done)) if done else None,
+                    "runs_considered": len(done),
+                }
+            )
+    return rows
+
+
+@app.command()
+def sources(
+    tag: str = typer.Option(None, help="Only deployments with this tag (e.g. ingest)."),
+    last_n: int = typer.Option(20, min=1, max=200, help="Runs considered for health."),
+) -> None:
+    """List deployments with schedule, last run state and success rate of the last N runs."""
+    _emit(asyncio.run(_sources(tag, last_n)))
+
+
+@app.command("test-connection")
+def test_connection(
+    block: str = typer.Argument(..., help="<block-type-slug>/<block-name>"),
+) -> None:
+    """Load a source block and check it (its test_connection, else preflight + one listing)."""
+    from prefect.blocks.core import Block
+
+    from blocks.core.source import DiscoverContext
+
+    if block.count("/") != 1:
+        _fail(f"block: {block!r}: expected '<block-type-slug>/<block-name>'")
+    try:
+        loaded = Block.load(block)
+    except Exception as exc:
+        _fail(f"block: cannot load {block!r}: {exc}")
+    try:
+        if hasattr(loaded, "test_connection"):
+            result = loaded.test_connection()
+        else:
+            if hasattr(loaded, "preflight"):
+                loaded.preflight()
+            items = []
+            if hasattr(loaded, "discover"):
+                items = list(loaded.discover(DiscoverContext(partition_date=loaded.today())))
+            result = {"ok": True, "items": len(items), "sample": [c.name for c in items[:10]]}
+    except Exception as exc:
+        _fail(f"{block}: connection test failed: {type(exc).__name__}: {exc}")
+    _emit({"block": block, **result})
+
+
+def _parse_params(params: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in params:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            _fail(f"--param: {item!r}: expected key=value")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _start(deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    from prefect.deployments import run_deployment
+
+    async def go() -> Any:
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            await _deployment_id(client, deployment)
+        return await run_deployment(deployment, parameters=parameters, timeout=0)
+
+    run = asyncio.run(go())
+    return {
+        "deployment": deployment,
+        "flow_run_id": str(run.id),
+        "flow_run_name": run.name,
+        "state": run.state_name,
+        "parameters": parameters,
+    }
+
+
+@app.command()
+def run(
+    deployment: str = typer.Argument(..., help="<flow name>/<deployment name>"),
+    date: dt.datetime = typer.Option(None, formats=["%Y-%m-%d"], help="Logical day."),
+    force: bool = typer.Option(False, help="Re-land items already in the ledger."),
+    param: list[str] = typer.Option([], help="Extra parameter key=value (JSON values)."),
+) -> None:
+    """Start a deployment run now (the deployment's overlap policy applies)."""
+    from blocks.core.errors import ConfigError
+    from blocks.core.timezones import check_run_date
+
+    parameters = _parse_params(param)
+    if date:
+        try:  # the flow checks the exact bound (its source's zone); refuse typos here
+            check_run_date(date.date())
+        except ConfigError as exc:
+            _fail(str(exc))
+        parameters["date"] = date.date().isoformat()
+    if force:
+        parameters["force"] = True
+    _emit(_start(deployment, parameters))
+
+
+@app.command()
+def backfill(
+    deployment: str = typer.Argument(..., help="Source deployment <flow>/<deployment>."),
+    start: dt.datetime = typer.Argument(..., formats=["%Y-%m-%d"]),
+    end: dt.datetime = typer.Argument(..., formats=["%Y-%m-%d"]),
+    force: bool = typer.Option(False, help="Redo days already done."),
+    max_parallel_days: int = typer.Option(2, min=1, max=16),
+    fail_on_empty_days: bool = typer.Option(
+        True,
+        "--fail-on-empty-days/--allow-empty-days",
+        help="End Failed when a day listed nothing (empty days are retried either way).",
+    ),
+    via: str = typer.Option("ingest-backfill/backfill", help="Backfill deployment to start."),
+    local: bool = typer.Option(False, help="Run the backfill flow in this process instead."),
+) -> None:
+    """Backfill a source for START..END (inclusive), through the backfill deployment."""
+    from flows.backfill import today_in, validate_range
+
+    try:  # fail here, not in a remote run, when the range is bad
+        validate_range(start.date(), end.date(), max_parallel_days, today_in("UTC"))
+    except Exception as exc:
+        _fail(str(exc))
+    parameters = {
+        "deployment": deployment,
+        "start_date": start.date().isoformat(),
+        "end_date": end.date().isoformat(),
+        "force": force,
+        "max_parallel_days": max_parallel_days,
+        "fail_on_empty_days": fail_on_empty_days,
+    }
+    if local:
+        from flows.backfill import ingest_backfill
+
+        state = ingest_backfill(
+            **{**parameters, "start_date": start.date(), "end_date": end.date()},
+            return_state=True,
+        )
+        result = state.result(raise_on_failure=False)
+        _emit(
+            {"state": state.name, "result": result if isinstance(result, dict) else str(result)},
+            table=result["days"] if isinstance(result, dict) else None,
+        )
+        if not state.is_completed():
+            raise typer.Exit(1)
+        return
+    _emit(_start(via, parameters))
+
+
+async def _set_paused(deployment: str, paused: bool) -> None:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        dep_id = await _deployment_id(client, deployment)
+        if paused:
+            await client.pause_deployment(dep_id)
+        else:
+            await client.resume_deployment(dep_id)
+
+
+@app.command()
+def pause(deployment: str = typer.Argument(..., help="<flow name>/<deployment name>")) -> None:
+    """Pause a deployment's schedules (future scheduled runs are removed)."""
+    asyncio.run(_set_paused(deployment, True))
+    _emit({"deployment": deployment, "paused": True})
+
+
+@app.command()
+def resume(deployment: str = typer.Argument(..., help="<flow name>/<deployment name>")) -> None:
+    """Resume a deployment's schedules."""
+    asyncio.run(_set_paused(deployment, False))
+    _emit({"deployment": deployment, "paused": False})
+
+
+def _ledger(name: str | None):
+    from blocks.core.ledger import Ledger
+    from pipeline.block_loading import load_named_block
+
+    try:
+        return load_named_block(Ledger, name, "--ledger-block") if name else Ledger()
+    except Exception as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def ledger(
+    source: str = typer.Option(None, help="Only this source id."),
+    limit: int = typer.Option(20, min=1, max=10000),
+    ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
+) -> None:
+    """Show the most recent ledger entries (landed, duplicate, failed items)."""
+    from blocks.core.errors import IngestError
+
+    led = _ledger(ledger_block)
+    try:
+        rows = led.recent_items(source, limit)
+    except IngestError as exc:  # unusable or unreachable ledger: one line, not a traceback
+        _fail(str(exc))
+    finally:
+        led.dispose()
+    keep = ("source", "name", "status", "partition_date", "size", "sha256", "created_at", "error")
+    _emit([{k: r.get(k) for k in keep} for r in rows])
+
+
+@app.command()
+def health(
+    ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
+    last_n: int = typer.Option(20, min=1, max=1000),
+    abandon_after_hours: float = typer.Option(
+        24.0,
+        min=0.001,
+        max=8760,
+        help="Close a run still 'running' whose flow run Prefect does not know as "
+        "'abandoned' after this long (runs whose flow run Crashed/was Cancelled/Failed "
+        "are closed at once).",
+    ),
+) -> None:
+    """Per-source health from the ledger: success rate, last success, backlog.
+
+    First closes ledger runs left 'running' by flow runs that died (their final state in
+    Prefect), so they count as failures.
+    """
+    from dataclasses import asdict
+
+    from blocks.core.errors import IngestError
+    from flows.health import known_sources, reconcile_runs, source_health
+
+    led = _ledger(ledger_block)
+    try:
+        reconcile_runs(led, abandon_after=dt.timedelta(hours=abandon_after_hours))
+        rows = [asdict(source_health(led, s, last_n)) for s in known_sources(led)]
+    except IngestError as exc:  # unusable or unreachable ledger: one line, not a traceback
+        _fail(str(exc))
+    finally:
+        led.dispose()
+    _emit(rows)
+
+
+@app.command("install-automations")
+def install_automations(
+    grace_seconds: int = typer.Option(
+        240,
+        help="Mark a run Crashed when no heartbeat came for this long; must exceed "
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY on the workers (default 180).",
+    ),
+) -> None:
+    """Create (or replace) the automations the product relies on: crash unresponsive runs."""
+    from ops.automations import install
+
+    try:
+        _emit(install(grace_seconds))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,632 @@
+"""The one pipeline every source runs: discover -> dedupe -> fetch -> hand off -> record.
+
+Sources plug in through `blocks.core.source.SourceBlock` (see its module docstring). This module
+owns everything else:
+
+- discover (task): one listing per run; unsafe names become failed items, not a crash;
+  `min_age_seconds` and `stability_seconds` leave half-written files for a later run.
+- dedupe (task): one set-based ledger query for the whole listing (by name and change
+  fingerprint), then by content sha256 after the fetch (unless the source says the item
+  is a row/record window: `SourceBlock.content_dedupe`).
+- land-item (task, one per new item, retried with exponential backoff): stream to a
+  staging `*.part` file while hashing, verify size and announced checksum, drop content
+  already landed, move into the landing area without clobbering, then write ledger row +
+  queue message (+ source state) in one transaction, emit the event, run the source's
+  after-landing action.
+- a ledger failure fails the run at once; one item's failure never stops the others.
+
+Changed items (same name, new content) are landed as a new version when the source says
+`changed_items='land'` (the default); if the day's landing path already holds the old
+content, the new one lands as `name~<sha12>.ext` beside it. A changed fingerprint with the
+same content is not landed again: the ledger just remembers the new fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.futures import PrefectFuture
+from prefect.tasks import exponential_backoff
+
+from blocks.core.errors import (
+    ChecksumMismatch,
+    IngestError,
+    LedgerError,
+    UnsafeNameError,
+    is_retryable,
+)
+from blocks.core.ingestion_queue import IngestionQueue
+from blocks.core.ledger import KnownItem, LandedRecord, Ledger
+from blocks.core.naming import safe_relative_name
+from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock
+from pipeline.summary import RunSummary
+
+ItemStatus = Literal["landed", "skipped", "failed"]
+SMALL_ITEM_BYTES = 1024 * 1024  # items up to this size may share a land-batch task
+
+
+class ItemsFailed(IngestError):
+    """Raised at the end of a run in which some items failed (after the summary is saved)."""
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    name: str
+    status: ItemStatus
+    bytes: int = 0
+    landed_path: str | None = None
+    reason: str = ""
+
+
+class HashingWriter:
+    """File-like sink that hashes and counts what a source writes into the staging file.
+
+    A source may instead write the staging file itself (`path`, e.g. byte ranges from
+    several connections at once) and call `hash_written(upto)` as the file becomes
+    complete from its start; the two ways must not be mixed in one fetch.
+    """
+
+    def __init__(self, fh, path: Path | None = None) -> None:
+        self._fh = fh
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self.path = path
+        self._reader = None
+        self._buffer: bytearray | None = None
+
+    def hash_written(self, upto: int) -> None:
+        """Hash and count bytes [size, upto) that the source put into `path` itself."""
+        if upto <= self.size:
+            return
+        if self._reader is None:
+            assert self.path is not None, "hash_written needs the staging path"
+            self._reader = open(self.path, "rb", buffering=0)  # noqa: SIM115 (closed in close)
+            self._buffer = bytearray(1024 * 1024)
+        view = memoryview(self._buffer)
+        while self.size < upto:
+            want = view[: min(len(view), upto - self.size)]
+            n = os.preadv(self._reader.fileno(), [want], self.size)
+            if n <= 0:
+                raise IngestError(f"staging file {self.path} ends at {self.size}, expected {upto}")
+            self._digest.update(view[:n])
+            self.size += n
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def write(self, data: bytes) -> int:
+        self._fh.write(data)
+        self._digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn`: retry only what `blocks.core.errors.is_retryable` says may
+    pass (a wrong password or host key is never tried again: servers lock accounts)."""
+    error = state.data
+    return not isinstance(error, BaseException) or is_retryable(error)
+
+
+# ----------------------------------------------------------------------------- discover
+def take_ready(source: SourceBlock, candidates: list[Candidate], now: datetime) -> list[Candidate]:
+    """Drop items younger than the source's minimum age."""
+    if not source.min_age_seconds:
+        return candidates
+    cutoff = now - timedelta(seconds=source.min_age_seconds)
+    return [c for c in candidates if c.mtime is None or c.mtime <= cutoff]
+
+
+def take_stable(first: list[Candidate], second: Iterable[Candidate]) -> list[Candidate]:
+    """Items present in both listings with the same size and mtime."""
+    again = {c.name: (c.size, c.mtime) for c in second}
+    return [c for c in first if again.get(c.name) == (c.size, c.mtime)]
+
+
+@task(
+    name="discover",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(2),
+    retry_condition_fn=retry_if_transient,
+)
+def discover(
+    source: SourceBlock, ctx: DiscoverContext
+) -> tuple[list[Candidate], list[ItemOutcome]]:
+    """List the source once; returns (candidates, refused items with unsafe names)."""
+    logger = get_run_logger()
+    listed = list(source.discover(ctx))
+    if source.stability_seconds:
+        time.sleep(source.stability_seconds)
+        listed = take_stable(listed, source.discover(ctx))
+    ready = take_ready(source, listed, datetime.now(timezone.utc))
+    good: list[Candidate] = []
+    refused: list[ItemOutcome] = []
+    for cand in ready:
+        try:
+            safe_relative_name(cand.name)
+            good.append(cand)
+        except UnsafeNameError as exc:
+            refused.append(ItemOutcome(cand.name, "failed", reason=str(exc)))
+    logger.info(
+        "discovered %d item(s) in %s; %d not ready or not stable yet; %d refused names",
+        len(good) + len(refused),
+        source.source_id,
+        len(listed) - len(ready),
+        len(refused),
+    )
+    return good, refused
+
+
+# ----------------------------------------------------------------------------- dedupe
+def plan_fetches(
+    candidates: list[Candidate],
+    known: dict[str, list[KnownItem]],
+    force: bool,
+    changed_items: str,
+) -> tuple[list[Candidate], list[Candidate]]:
+    """Split a listing into (to fetch, already ingested) from ledger rows by name."""
+    fetch: list[Candidate] = []
+    skip: list[Candidate] = []
+    for cand in candidates:
+        rows = known.get(cand.name)
+        if force or not rows:
+            fetch.append(cand)
+        elif changed_items == "ignore":
+            skip.append(cand)
+        elif cand.version is not None and any(r.remote_version == cand.version for r in rows):
+            skip.append(cand)
+        else:
+            fetch.append(cand)  # fingerprint changed or unknown: the content hash decides
+    return fetch, skip
+
+
+@task(name="dedupe", cache_policy=NO_CACHE)
+def dedupe(
+    ledger: Ledger, source: SourceBlock, candidates: list[Candidate], force: bool
+) -> tuple[list[Candidate], list[Candidate]]:
+    """One set-based ledger query for the whole listing."""
+    since = None
+    if source.dedupe_window_days:
+        since = datetime.now(timezone.utc) - timedelta(days=source.dedupe_window_days)
+    known = (
+        {} if force else ledger.known_items(source.source_id, (c.name for c in candidates), since)
+    )
+    return plan_fetches(candidates, known, force, source.changed_items)
+
+
+# ----------------------------------------------------------------------------- land one item
+@task(
+    name="land-item",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_if_transient,
+    retry_jitter_factor=0.5,
+)
+def land_item(
+    source: SourceBlock,
+    ledger: Ledger,
+    queue: IngestionQueue,
+    candidate: Candidate,
+    day: date,
+    flow_run_id: str | None,
+    force: bool,
+) -> ItemOutcome:
+    """Fetch one item to staging, verify it, land it and record it (idempotent)."""
+    return land_one(source, ledger, queue, candidate, day, flow_run_id, force)
+
+
+@task(name="land-batch", cache_policy=NO_CACHE)
+def land_batch(
+    source: SourceBlock,
+    ledger: Ledger,
+    queue: IngestionQueue,
+    candidates: list[Candidate],
+    day: date,
+    flow_run_id: str | None,
+    force: bool,
+) -> list[ItemOutcome | Exception]:
+    """Land several small items one after another in one task.
+
+    Each item is landed exactly as `land-item` does; an item's error is returned in its
+    place, not raised, so the run can retry that item alone as a `land-item` task (with
+    Prefect's retries). A ledger error ends the batch at once (the run stops).
+    """
+    results: list[ItemOutcome | Exception] = []
+    for cand in candidates:
+        try:
+            results.append(land_one(source, ledger, queue, cand, day, flow_run_id, force))
+        except LedgerError as exc:
+            results.append(exc)
+            break
+        except Exception as exc:  # returned: the run decides about a retry
+            results.append(exc)
+    return results
+
+
+def land_one(
+    source: SourceBlock,
+    ledger: Ledger,
+    queue: IngestionQueue,
+    candidate: Candidate,
+    day: date,
+    flow_run_id: str | None,
+    force: bool,
+) -> ItemOutcome:
+    """Fetch one item to staging, verify it, land it and record it (idempotent)."""
+    logger = get_run_logger()
+    sid = source.source_id
+    staged = queue.new_staging_file(sid)
+    try:
+        with open(staged, "wb") as fh:
+            writer = HashingWriter(fh, staged)
+            try:
+                state = source.fetch(candidate, writer)
+            except SkipItem as why:
+                for key, value in why.state.items():
+                    ledger.set_state(sid, key, value)
+                return ItemOutcome(
+                    candidate.name, "skipped", reason=str(why) or "skipped by source"
+                )
+            finally:
+                writer.close()
+            fh.flush()
+            if queue.fsync:
+                os.fsync(fh.fileno())
+        sha, size = writer.hexdigest(), writer.size
+        if candidate.size is not None and size != candidate.size:
+            raise IngestError(
+                f"{candidate.name}: got {size} bytes, the listing said {candidate.size}"
+            )
+        expected = (candidate.expected_sha256 or "").lower()
+        if expected and sha != expected:
+            kept = queue.quarantine(staged, sid, candidate.name)
+            raise ChecksumMismatch(
+                f"{candidate.name}: sha256 {sha} does not match the announced {expected}; "
+                f"not landed, kept in {kept}"
+            )
+
+        # Content dedupe is for files; a row/record window is its own delivery even when
+        # its bytes equal an earlier window's (the source says which it is).
+        if not force and source.content_dedupe(candidate):
+            same = ledger.landed_by_sha(sid, sha)
+            if same is not None:
+                if same.name == candidate.name:
+                    ledger.refresh_version(sid, candidate.name, sha, candidate.version)
+                    reason = "content unchanged"
+                else:
+                    ledger.record_landed(
+                        LandedRecord(
+                            source=sid,
+                            name=candidate.name,
+                            sha256=sha,
+                            size=size,
+                            landed_path=same.landed_path or "",
+                            flow_run_id=flow_run_id,
+                            remote_mtime=candidate.mtime,
+                            remote_version=candidate.version,
+                            status="duplicate",
+                            partition_date=day,
+                        )
+                    )
+                    reason = f"same content as {same.name}"
+                for key, value in (state or {}).items():  # rows already delivered: move on
+                    ledger.set_state(sid, key, value)
+                return ItemOutcome(candidate.name, "skipped", reason=reason)
+
+        target = queue.landing_path(sid, day, candidate.name)
+        placed = queue.place(staged, target, sha, ledger.sha_at_path)
+        record = LandedRecord(
+            source=sid,
+            name=candidate.name,
+            sha256=sha,
+            size=size,
+            landed_path=str(placed),
+            flow_run_id=flow_run_id,
+            remote_mtime=candidate.mtime,
+            remote_version=candidate.version,
+            partition_date=day,
+        )
+        message = queue.message_for(record, generation=(flow_run_id or "force") if force else "")
+        if not ledger.record_landed(record, message, state, replace=force):
+            return ItemOutcome(candidate.name, "skipped", reason="recorded by a concurrent run")
+        try:
+            queue.announce(message)
+        except Exception as exc:  # the queue row is the durable hand-off; this is extra
+            logger.warning(
+                "%s: landed, but the event/downstream trigger failed: %s", candidate.name, exc
+            )
+        try:
+            source.after_landing(candidate)
+        except Exception as exc:
+            logger.warning(
+                "%s: landed, but the after-landing action failed: %s", candidate.name, exc
+            )
+        return ItemOutcome(candidate.name, "landed", bytes=size, landed_path=str(placed))
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- run
+def clean_stale_staging(queue: IngestionQueue, source_id: str, older_than: float = 6 * 3600) -> int:
+    """Remove *.part files a crashed run left behind (never a landed file)."""
+    folder = queue.staging_root / source_id
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - older_than
+    removed = 0
+    for part in folder.glob("*.part"):
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def current_flow_run_id() -> str | None:
+    try:
+        ctx = get_run_context()
+    except Exception:
+        return None
+    run = getattr(ctx, "flow_run", None)
+    return str(run.id) if run is not None else None
+
+
+def run_source(
+    source: SourceBlock,
+    ledger: Ledger,
+    queue: IngestionQueue,
+    *,
+    force: bool = False,
+    partition_date: date | None = None,
+    fail_on_item_error: bool = True,
+) -> RunSummary:
+    """Run the pipeline for one source inside a flow. Returns the summary.
+
+    Raises ConfigError before any I/O for bad configuration, LedgerError at once when the
+    ledger fails, and ItemsFailed at the end if items failed and `fail_on_item_error`.
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    day = partition_date or source.today()
+    source.preflight()
+    queue.preflight()
+    ledger.check()
+    flow_run_id = current_flow_run_id()
+    summary = RunSummary(source=source.source_id, partition_date=day.isoformat())
+    run_row = ledger.start_run(source.source_id, flow_run_id, day)
+    clean_stale_staging(queue, source.source_id)
+    try:
+        ctx = DiscoverContext(day, flow_run_id, force, ledger, source.source_id)
+        candidates, refused = discover(source, ctx)
+        summary.listed = len(candidates) + len(refused)
+        to_fetch, already = dedupe(ledger, source, candidates, force)
+        summary.skipped = len(already)
+        for outcome in refused:
+            _count(summary, outcome)
+            ledger.record_failure(
+                source.source_id, outcome.name, flow_run_id, outcome.reason, None, day
+            )
+        logger.info("%d new item(s) to fetch, %d already ingested", len(to_fetch), len(already))
+        _land_all(source, ledger, queue, to_fetch, day, flow_run_id, force, summary)
+    except BaseException as exc:
+        summary.status = "failed"
+        summary.seconds = time.monotonic() - started
+        _finish(ledger, run_row, summary, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        source.close()
+    summary.seconds = time.monotonic() - started
+    summary.status = (
+        "completed" if not summary.failed else ("failed" if fail_on_item_error else "partial")
+    )
+    _finish(ledger, run_row, summary)
+    logger.info(summary.log_line())
+    if summary.failed and fail_on_item_error:
+        raise ItemsFailed(
+            f"{summary.failed} of {summary.listed} item(s) failed in {source.source_id}: "
+            + "; ".join(f"{f['name']}: {f['error']}" for f in summary.failures[:5])
+        )
+    return summary
+
+
+def plan_batches(items: list[Candidate], source: SourceBlock) -> list[list[Candidate]]:
+    """Group items into units of work, in listing order: big or unknown-size items alone,
+    small ones in batches of at most `small_item_batch`, and never fewer units than
+    `max_parallel` can run at once."""
+
+    def small(c: Candidate) -> bool:
+        return source.small_item_batch > 1 and c.size is not None and c.size <= SMALL_ITEM_BYTES
+
+    count = sum(1 for c in items if small(c))
+    per = max(1, min(source.small_item_batch, -(-count // source.max_parallel)))
+    units: list[list[Candidate]] = []
+    batch: list[Candidate] = []
+    for cand in items:
+        if not small(cand):
+            units.append([cand])
+            continue
+        batch.append(cand)
+        if len(batch) == per:
+            units.append(batch)
+            batch = []
+    if batch:
+        units.append(batch)
+    return units
+
+
+def _land_all(
+    source: SourceBlock,
+    ledger: Ledger,
+    queue: IngestionQueue,
+    items: list[Candidate],
+    day: date,
+    flow_run_id: str | None,
+    force: bool,
+    summary: RunSummary,
+) -> None:
+    """Land every item, at most `max_parallel` units of work in flight.
+
+    A unit is one `land-item` task (retried by Prefect) or, for small items, one
+    `land-batch` task: Prefect's own cost per task run (~20 ms here) would otherwise cap
+    small files at ~50/s. An item that fails inside a batch gets its remaining attempts
+    as a `land-item` task of its own. The bounded window keeps memory flat for huge
+    listings and lets a ledger failure stop the run before more items are started.
+    """
+    logger = get_run_logger()
+
+    def single(retries: int):
+        return land_item.with_options(
+            retries=retries,
+            retry_delay_seconds=exponential_backoff(source.retry_delay_seconds or 0.001)(retries)
+            if retries
+            else 0,
+        )
+
+    first_try = single(source.retries)
+    second_try = single(max(0, source.retries - 1))
+    pending: deque[tuple[list[Candidate], PrefectFuture[Any]]] = deque()
+    ledger_error: BaseException | None = None
+    progress = _Progress(summary.source, len(items))
+    units = deque(plan_batches(items, source))
+    args = (day, flow_run_id, force)
+
+    def failed(cand: Candidate, result: BaseException) -> None:
+        nonlocal ledger_error
+        error = f"{type(result).__name__}: {result}"
+        logger.error("%s failed: %s", cand.name, error)
+        _count(summary, ItemOutcome(cand.name, "failed", reason=error))
+        try:
+            ledger.record_failure(summary.source, cand.name, flow_run_id, error, cand.size, day)
+        except LedgerError as exc:
+            ledger_error = ledger_error or exc
+        progress.step(summary)
+
+    while True:
+        while ledger_error is None and units and len(pending) < source.max_parallel:
+            unit = units.popleft()
+            if isinstance(unit, _Retry):
+                future = second_try.submit(source, ledger, queue, unit[0], *args)
+            elif len(unit) == 1:
+                future = first_try.submit(source, ledger, queue, unit[0], *args)
+            else:
+                future = land_batch.submit(source, ledger, queue, unit, *args)
+            pending.append((unit, future))
+        if not pending:
+            break
+        unit, future = pending.popleft()
+        future.wait()
+        result = future.state.result(raise_on_failure=False)
+        batched = len(unit) > 1 and not isinstance(unit, _Retry)
+        # a batch returns one outcome per item it reached; if the task itself failed,
+        # its error stands for every item of it
+        outcomes = result if isinstance(result, list) else [result] * len(unit)
+        for cand, outcome in zip(unit, outcomes, strict=False):
+            if isinstance(outcome, ItemOutcome):
+                _count(summary, outcome)
+                progress.step(summary)
+            elif isinstance(outcome, LedgerError):
+                ledger_error = ledger_error or outcome
+            elif batched and source.retries and is_retryable(outcome):
+                logger.warning("%s: %s; retrying it on its own", cand.name, outcome)
+                units.append(_Retry([cand]))
+            else:
+                failed(cand, outcome)
+    progress.done()
+    if ledger_error is not None:
+        raise ledger_error
+
+
+class _Retry(list):
+    """One item that failed inside a batch: its remaining attempts as a `land-item` task."""
+
+
+def _count(summary: RunSummary, outcome: ItemOutcome) -> None:
+    if outcome.status == "landed":
+        summary.landed += 1
+        summary.bytes += outcome.bytes
+    elif outcome.status == "skipped":
+        summary.skipped += 1
+    else:
+        summary.failed += 1
+        summary.failures.append({"name": outcome.name, "error": outcome.reason})
+
+
+def _finish(ledger: Ledger, run_row: int, summary: RunSummary, error: str | None = None) -> None:
+    try:
+        ledger.finish_run(run_row, summary.status, summary.counts(), error)
+    except LedgerError:
+        if error is None:
+            raise
+    try:
+        summary.publish()
+    except Exception as exc:  # an artifact must not hide the real outcome
+        get_run_logger().warning("could not publish the summary artifact: %s", exc)
+
+
+class _Progress:
+    """Progress artifact for long runs (updated at most every 2 s)."""
+
+    def __init__(self, source: str, total: int) -> None:
+        self.total = total
+        self.done_count = 0
+        self.artifact_id = None
+        self._last = 0.0
+        if total >= 50:
+            try:
+                from prefect.artifacts import create_progress_artifact
+
+                self.artifact_id = create_progress_artifact(
+                    progress=0.0, description=f"{source}: {total} item(s) to land"
+                )
+            except Exception:
+                self.artifact_id = None
+
+    def step(self, summary: RunSummary) -> None:
+        self.done_count += 1
+        now = time.monotonic()
+        if self.artifact_id is not None and now - self._last > 2:
+            self._last = now
+            self._update()
+
+    def done(self) -> None:
+        if self.artifact_id is not None:
+            self._update()
+
+    def _update(self) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        try:
+            update_progress_artifact(
+                self.artifact_id, progress=100.0 * self.done_count / self.total
+            )
+        except Exception:
+            self.artifact_id = None
+
+
+def landed_files(root: Path) -> list[Path]:
+    """Every file under a landing root (helper for operators and tests)."""
+    return sorted(p for p in root.rglob("*") if p.is_file())
