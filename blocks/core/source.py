@@ -29,7 +29,7 @@ events, summary) is the pipeline's job: `pipeline/engine.py`.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -222,3 +222,13 @@ def unknown_option(key: str, known: Iterable[str]) -> ConfigError:
     """The error for a run option the source does not take."""
     names = ", ".join(known) or "none (this source takes no options)"
     return ConfigError(f"options.{key}", f"unknown option; known options: {names}")
+
+
+def write_stream(chunks: Iterable[bytes], out: BinaryIO, close: Callable[[], object]) -> None:
+    """Copy a remote stream's `chunks` into a fetch's writer `out`, then `close` the stream
+    whatever happens, so a failed copy never leaves its connection checked out."""
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+    finally:
+        close()

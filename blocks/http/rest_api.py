@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, IngestError, PermanentError, UnsafeNameError
 from blocks.core.naming import safe_relative_name
-from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock
+from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock, write_stream
 from blocks.http.auth import (
     ApiKeyHeaderAuth,
     ApiKeyQueryAuth,
@@ -42,6 +42,7 @@ from blocks.http.transport import (
     RateLimiter,
     RetryPolicy,
     check_verify_tls,
+    new_client,
     safe_url,
     send_with_retries,
 )
@@ -279,14 +280,7 @@ class RestApiSource(SourceBlock):
         return NoPagination(total)
 
     def make_client(self) -> httpx.Client:
-        # trust_env=False: the machine's proxy/CA env must not silently change where we
-        # connect or whom we trust; verify_tls says it explicitly.
-        return httpx.Client(
-            timeout=self.timeout_seconds,
-            verify=self.verify_tls,
-            trust_env=False,
-            follow_redirects=True,
-        )
+        return new_client(self.timeout_seconds, self.verify_tls)
 
     # ------------------------------------------------------------------ pipeline hooks
     def discover(self, ctx: DiscoverContext) -> Iterator[Candidate]:
@@ -394,11 +388,7 @@ class RestApiSource(SourceBlock):
         auth = self.make_auth(client)
         build = self._builder(client, auth, self._first_url(), self._fixed_params())
         response = send_with_retries(client, build, self._policy(), stream=True)
-        try:
-            for chunk in response.iter_bytes(_CHUNK):
-                out.write(chunk)
-        finally:
-            response.close()
+        write_stream(response.iter_bytes(_CHUNK), out, response.close)
 
     def _pull_records(
         self, client: httpx.Client, out: BinaryIO, watermark: Any, auth: Any = None

@@ -70,6 +70,17 @@ def check_verify_tls(value: bool | str, field: str) -> None:
         raise ConfigError(field, f"CA bundle {value!r} cannot be loaded: {exc}") from None
 
 
+def new_client(timeout: float, verify: bool | str) -> httpx.Client:
+    """The httpx client every HTTP source uses.
+
+    trust_env=False: the machine's proxy/CA env must not silently change where we connect
+    or whom we trust; `verify` (the block's `verify_tls`) says it explicitly. Redirects are
+    followed (e.g. Graph answers /content with a 302 to a pre-authenticated URL; httpx
+    drops the Authorization header when a redirect leaves the origin).
+    """
+    return httpx.Client(timeout=timeout, verify=verify, trust_env=False, follow_redirects=True)
+
+
 class _RedactQueryFilter(logging.Filter):
     """httpx logs every request URL at INFO, query included: an API key sent as a query
     param would reach the logs. Strip queries from URL arguments of httpx's records."""

@@ -12,7 +12,7 @@ from prefect_aws import AwsCredentials
 from pydantic import Field
 
 from blocks.core.errors import ConfigError, CredentialsError, IngestError, is_retryable
-from blocks.core.source import Candidate, SkipItem
+from blocks.core.source import Candidate, SkipItem, write_stream
 from blocks.object_store.base import CHUNK_BYTES, ObjectStoreSource, StoredObject
 
 # S3 error codes that mean "the credentials are wrong", not "try again".
@@ -174,11 +174,7 @@ class S3Source(ObjectStoreSource):
                 raise
         body = response["Body"]
         with self._errors(f"reading {candidate.name!r}"):
-            try:
-                for chunk in body.iter_chunks(CHUNK_BYTES):
-                    out.write(chunk)
-            finally:
-                body.close()
+            write_stream(body.iter_chunks(CHUNK_BYTES), out, body.close)
         return None
 
     # -- after landing

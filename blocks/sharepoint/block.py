@@ -19,8 +19,8 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, CredentialsError, IngestError, PermanentError
-from blocks.core.source import Candidate, DiscoverContext, SourceBlock
-from blocks.http.transport import RetryPolicy, check_verify_tls, send_with_retries
+from blocks.core.source import Candidate, DiscoverContext, SourceBlock, write_stream
+from blocks.http.transport import RetryPolicy, check_verify_tls, new_client, send_with_retries
 
 _CHUNK = 1024 * 1024
 
@@ -132,14 +132,7 @@ class SharePointSource(SourceBlock):
 
     # ------------------------------------------------------------------ Graph calls
     def _client(self) -> httpx.Client:
-        return httpx.Client(
-            timeout=self.timeout_seconds,
-            verify=self.verify_tls,
-            trust_env=False,
-            # Graph answers /content with a 302 to a pre-authenticated URL; httpx drops the
-            # Authorization header when a redirect leaves the origin.
-            follow_redirects=True,
-        )
+        return new_client(self.timeout_seconds, self.verify_tls)
 
     def _send(self, client: httpx.Client, url: str, stream: bool = False) -> httpx.Response:
         def build() -> httpx.Request:
@@ -213,9 +206,5 @@ class SharePointSource(SourceBlock):
         with self._client() as client:
             url = self._graph(f"/drives/{ref['drive']}/items/{ref['id']}/content")
             response = self._send(client, url, stream=True)
-            try:
-                for chunk in response.iter_bytes(_CHUNK):
-                    out.write(chunk)
-            finally:
-                response.close()
+            write_stream(response.iter_bytes(_CHUNK), out, response.close)
         return None
