@@ -19,4 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+# Prefect waits 20 s for its temporary (embedded) server; on a loaded 2-core machine it took
+# longer and the demo failed with "Timed out while attempting to connect".
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}"
 exec .venv/bin/python -m ops.demo "$@"
