@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from blocks.core import ledger_schema as t
@@ -34,7 +34,7 @@ from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, IngestError
 from blocks.core.events import emit_source_event
 from blocks.core.ledger import Ledger
-from blocks.core.timezones import check_timezone
+from blocks.core.timezones import TimezoneName
 from pipeline.block_loading import load_named_block
 
 MISSING_EVENT = "ingest.source.missing"
@@ -46,13 +46,8 @@ class ExpectedDaily(BaseModel):
     pattern: str = Field(description="Date-templated glob, e.g. 'BANK_{date:%Y%m%d}*.csv'.")
     cutoff: dt.time = Field(description="Local time by which the file is due, e.g. '07:00'.")
     grace_minutes: int = Field(default=30, ge=0, le=24 * 60)
-    timezone: str = Field(default="UTC", description="IANA time zone of cutoff.")
+    timezone: TimezoneName = Field(default="UTC", description="IANA time zone of cutoff.")
     weekdays_only: bool = Field(default=False, description="No file expected Sat/Sun.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return check_timezone(value)
 
 
 @dataclass

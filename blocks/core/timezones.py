@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator
 
 from blocks.core.errors import ConfigError
 
@@ -16,6 +19,10 @@ def check_timezone(value: str) -> str:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown IANA time zone {value!r}") from exc
     return value
+
+
+# A str field that must name an IANA time zone (pydantic: a ValueError naming the field).
+TimezoneName = Annotated[str, AfterValidator(check_timezone)]
 
 
 # No place on Earth is further ahead of UTC than this (Pacific/Kiritimati, UTC+14).

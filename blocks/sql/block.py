@@ -59,7 +59,7 @@ from blocks.core import watermark_values as values
 from blocks.core.errors import ConfigError, IngestError, boundary_error, is_retryable
 from blocks.core.run_logger import run_logger
 from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock, unknown_option
-from blocks.core.timezones import check_timezone
+from blocks.core.timezones import TimezoneName
 from blocks.core.write_behind import ThreadedSink
 from blocks.sql import dialects as dialects
 from blocks.sql import watermark as wm
@@ -190,7 +190,7 @@ class SqlSource(SourceBlock):
         description="First run only: start from this timestamp (ISO 8601; naive means "
         "`timestamp_timezone`) or id instead of taking everything.",
     )
-    timestamp_timezone: str = Field(
+    timestamp_timezone: TimezoneName = Field(
         default="UTC",
         description="IANA zone of the wall-clock values in naive timestamp columns "
         "(timestamp without time zone, DATETIME).",
@@ -241,11 +241,6 @@ class SqlSource(SourceBlock):
     # Run options (the flow's `options` parameter) and a retried connection check first.
     run_options: ClassVar[tuple[str, ...]] = ("backfill_start", "backfill_end", "max_files")
     check_before_run: ClassVar[bool] = True
-
-    @field_validator("timestamp_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return check_timezone(value)
 
     @field_validator("output_name")
     @classmethod

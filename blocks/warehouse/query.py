@@ -35,7 +35,7 @@ from datetime import date, datetime
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, IngestError
@@ -43,7 +43,7 @@ from blocks.core.file_formats import EXTENSIONS, Column, OutputFormat, make_writ
 from blocks.core.naming import safe_relative_name
 from blocks.core.run_logger import run_logger
 from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock
-from blocks.core.timezones import check_timezone
+from blocks.core.timezones import TimezoneName
 from blocks.warehouse.watermark import (
     STATE_KEY,
     TIME_KINDS,
@@ -142,7 +142,7 @@ class WarehouseQuerySource(SourceBlock):
             "(each once). Also orders rows within one value."
         ),
     )
-    timestamp_timezone: str = Field(
+    timestamp_timezone: TimezoneName = Field(
         default="UTC",
         description=(
             "IANA zone of the wall-clock values in naive time columns (Snowflake "
@@ -165,11 +165,6 @@ class WarehouseQuerySource(SourceBlock):
         le=1_000_000,
         description="Rows fetched and written at a time (bounds memory).",
     )
-
-    @field_validator("timestamp_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        return check_timezone(value)
 
     # ----------------------------------------------------------------- subclass hooks
     @property
