@@ -106,18 +106,9 @@ class QueueConsumer:
                 q.lease_expires_at,
             )
         ).all()
+        # the returned columns are ClaimedMessage's fields; only the payload is JSON text
         return [
-            ClaimedMessage(
-                message_id=r.message_id,
-                source=r.source,
-                item_name=r.item_name,
-                sha256=r.sha256,
-                size=r.size,
-                landed_path=r.landed_path,
-                payload=json.loads(r.payload),
-                attempts=r.attempts,
-                lease_expires_at=r.lease_expires_at,
-            )
+            ClaimedMessage(**{**r._mapping, "payload": json.loads(r.payload)})
             for r in sorted(rows, key=lambda r: ids.index(r.message_id))
         ]
 
