@@ -110,6 +110,7 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
     from prefect.testing.utilities import prefect_test_harness
     from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 
+    from blocks.core import block_lookup
     from blocks.core.ingestion_queue import IngestionQueue
     from blocks.core.ledger import Ledger
     from blocks.sql.block import SqlSource
@@ -146,7 +147,9 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
             block.save(names[label], overwrite=True)
         before_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         # The first Block.load (nested blocks resolved; blocks/core/block_lookup.py keeps it
-        # from importing every installed Prefect collection): measured apart.
+        # from importing every installed Prefect collection): measured apart. A flow installs
+        # the lookup in its loader; this direct load installs it as the flow would.
+        block_lookup.install()
         t = time.perf_counter()
         SqlSource.load(names["s"])
         load_seconds = time.perf_counter() - t

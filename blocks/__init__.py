@@ -1,15 +1,17 @@
 """Prefect blocks of the ingestion product.
 
-Register them all with `prefect block register -m blocks`. Optional sources are imported
-on first use, so a flow run loads only its own source's client libraries; sources whose
-integration extra is not installed (e.g. `pip install "prefect-ingest[aws]"` for S3) are
-skipped by the registration, and `MISSING_EXTRAS` says what to install for each one asked
-for.
+Register them all with `prefect block register -m blocks`. Source blocks (one line each in
+`blocks/registry.py`) are imported on first use, so a flow run loads only its own source's
+client libraries; sources whose integration extra is not installed (e.g.
+`pip install "prefect-ingest[aws]"` for S3) are skipped by the registration, and
+`MISSING_EXTRAS` says what to install for each one asked for.
+
+Importing this package changes nothing in Prefect: the block-lookup patch
+(`blocks.core.block_lookup.install()`) is installed by the entry points that load blocks.
 """
 
 import importlib
 
-from blocks.core import block_lookup
 from blocks.core.errors import (
     ChecksumMismatch,
     ConfigError,
@@ -22,7 +24,7 @@ from blocks.core.ledger import Ledger
 from blocks.core.queue_consumer import ClaimedMessage, QueueConsumer
 from blocks.core.source import Candidate, DiscoverContext, SkipItem
 from blocks.core.webhook_endpoint import WebhookEndpoint
-from blocks.local_folder.block import LocalFolderSource
+from blocks.registry import BY_CLASS
 
 __all__ = [
     "Candidate",
@@ -34,45 +36,32 @@ __all__ = [
     "IngestionQueue",
     "Ledger",
     "LedgerError",
-    "LocalFolderSource",
     "QueueConsumer",
     "SkipItem",
     "UnsafeNameError",
     "WebhookEndpoint",
 ]
 
-block_lookup.install()
-
-# class name -> (module, pip extra that provides its third-party packages)
-_OPTIONAL_SOURCES = {
-    "GcsSource": ("blocks.object_store.gcs", "gcp"),
-    "RestApiSource": ("blocks.http.rest_api", "http"),
-    "S3Source": ("blocks.object_store.s3", "aws"),
-    "SftpSource": ("blocks.sftp.block", "sftp"),
-    "SharePointSource": ("blocks.sharepoint.block", "http"),
-    "SqlSource": ("blocks.sql.block", "sql"),
-    "SnowflakeQuerySource": ("blocks.warehouse.snowflake", "snowflake"),
-    "BigQueryQuerySource": ("blocks.warehouse.bigquery", "gcp"),
-}
-MISSING_EXTRAS: dict[str, str] = {}  # filled as optional sources are asked for
+MISSING_EXTRAS: dict[str, str] = {}  # filled as sources whose extra is missing are asked for
 
 
 def __getattr__(name: str):
-    """Import an optional source on first use (PEP 562).
+    """Import a source block on first use (PEP 562), from its line in `blocks/registry.py`.
 
     Eager imports would load boto3, the Google and Snowflake clients and pyarrow into
     every flow run (~180 MB RSS measured) even when it only runs, say, the SQL source.
     """
-    spec = _OPTIONAL_SOURCES.get(name)
-    if spec is None:
+    source = BY_CLASS.get(name)
+    if source is None:
         raise AttributeError(f"module 'blocks' has no attribute {name!r}")
-    module, extra = spec
     try:
-        value = getattr(importlib.import_module(module), name)
+        value = getattr(importlib.import_module(source.module), name)
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in ("blocks", "flows"):
+        if source.extra is None or (exc.name or "").split(".")[0] in ("blocks", "flows"):
             raise
-        MISSING_EXTRAS[name] = f'pip install "prefect-ingest[{extra}]" ({exc.name} is missing)'
+        MISSING_EXTRAS[name] = (
+            f'pip install "prefect-ingest[{source.extra}]" ({exc.name} is missing)'
+        )
         # AttributeError: `prefect block register -m blocks` (inspect.getmembers) skips it
         raise AttributeError(f"{name} needs {MISSING_EXTRAS[name]}") from exc
     globals()[name] = value
@@ -80,4 +69,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_OPTIONAL_SOURCES))
+    return sorted(set(globals()) | set(BY_CLASS))

@@ -35,6 +35,12 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 def main(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable JSON output."),
 ) -> None:
+    """Before any command: install the block lookup (`blocks.core.block_lookup`), so that
+    `test-connection x-source/NAME` finds our lazily imported source classes by slug and
+    no `Block.load` imports every installed Prefect collection."""
+    from blocks.core import block_lookup
+
+    block_lookup.install()
     _OPTS["json"] = json_output
 
 

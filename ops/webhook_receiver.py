@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from blocks.core import block_lookup
 from blocks.core.webhook_endpoint import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEndpoint
 
 logger = logging.getLogger("ingest.webhook")
@@ -68,6 +69,10 @@ def signed_headers(secret: str, body: bytes, now: float | None = None) -> dict[s
 
 
 async def load_endpoint(name: str) -> WebhookEndpoint | None:
+    """The named endpoint block, None if there is none. Installs the block lookup first
+    (idempotent): without it each load imports every installed Prefect collection to
+    resolve the block type."""
+    block_lookup.install()
     try:
         return await WebhookEndpoint.aload(name)
     except ValueError:  # Prefect's "Unable to find block document named ..."

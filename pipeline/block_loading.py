@@ -7,6 +7,7 @@ from typing import TypeVar
 from prefect.blocks.core import Block
 from pydantic import ValidationError
 
+from blocks.core import block_lookup
 from blocks.core.errors import ConfigError
 from blocks.core.ingestion_queue import IngestionQueue
 from blocks.core.ledger import Ledger
@@ -15,7 +16,14 @@ B = TypeVar("B", bound=Block)
 
 
 def load_named_block(cls: type[B], name: str, parameter: str) -> B:
-    """`cls.load(name)`, or ConfigError naming the flow parameter and the block type."""
+    """`cls.load(name)`, or ConfigError naming the flow parameter and the block type.
+
+    Installs the block lookup first (`blocks.core.block_lookup.install()`): every flow
+    (each source flow, backfill, health) loads its blocks here, and without it the first
+    load would import every installed Prefect collection (~170 MB) to resolve the saved
+    block's type and the blocks nested in it.
+    """
+    block_lookup.install()
     if not name:
         raise ConfigError(parameter, f"name a saved {cls.get_block_type_name()!r} block")
     try:

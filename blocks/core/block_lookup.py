@@ -8,10 +8,16 @@ connector): ~170 MB of RSS in a flow run that needs none of them. Our block modu
 import the classes they nest, so the lookup almost always succeeds without that import;
 when it does not (a type from a module not yet imported) Prefect's own method runs.
 
-Our optional sources are imported lazily (see `blocks/__init__.py`), so a generic
+Our sources are imported lazily (see `blocks/__init__.py`), so a generic
 `Block.load("sftp-source/name")` (as in `ingest-ops test-connection`) would find no class
 for the slug: Prefect's fallback imports installed collections, never our modules. So the
-lookup first imports the module of one of our own slugs, named in `SOURCE_MODULES`.
+lookup first imports the module of one of our own slugs, named in `blocks/registry.py`.
+
+Nothing installs this on import: every `Block.load` runs the lookup (for the saved block's
+own type too), and a patch of Prefect's class applied as a side effect of `import blocks`
+would change Prefect for whoever imports any block module. The entry points that load
+blocks call `install()` themselves: `pipeline.block_loading.load_named_block` (every flow:
+sources, backfill, health, the demo), the `ingest-ops` CLI and the webhook receiver.
 """
 
 from __future__ import annotations
@@ -21,18 +27,10 @@ import importlib
 from prefect.blocks.core import Block
 from prefect.utilities.dispatch import lookup_type
 
+from blocks.registry import BY_SLUG
+
 # Block type slug -> module defining it, for our blocks not imported by `import blocks`.
-# tests/test_block_lookup.py checks it against every class's `_block_type_slug`.
-SOURCE_MODULES: dict[str, str] = {
-    "gcs-source": "blocks.object_store.gcs",
-    "rest-api-source": "blocks.http.rest_api",
-    "s3-source": "blocks.object_store.s3",
-    "sftp-source": "blocks.sftp.block",
-    "sharepoint-source": "blocks.sharepoint.block",
-    "sql-source": "blocks.sql.block",
-    "snowflake-query-source": "blocks.warehouse.snowflake",
-    "bigquery-query-source": "blocks.warehouse.bigquery",
-}
+SOURCE_MODULES: dict[str, str] = {slug: source.module for slug, source in BY_SLUG.items()}
 
 _prefects_lookup = Block.get_block_class_from_key.__func__  # type: ignore[attr-defined]
 
@@ -51,5 +49,13 @@ def _imported_first(cls: type[Block], key: str) -> type[Block]:
 
 
 def install() -> None:
-    """Idempotent; the result of a lookup is the same class either way."""
+    """Make `Block.get_block_class_from_key` find our blocks (importing the module of one
+    of our slugs) before Prefect imports every installed collection. Call it once at an
+    entry point, before the first `Block.load`; idempotent, and the result of a lookup is
+    the same class either way."""
     Block.get_block_class_from_key = classmethod(_imported_first)  # type: ignore[method-assign]
+
+
+def installed() -> bool:
+    """Whether `install()` has run in this process."""
+    return getattr(Block.get_block_class_from_key, "__func__", None) is _imported_first

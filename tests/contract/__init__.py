@@ -1,5 +1,6 @@
 """The source contract suite: every source type against its real (local) server.
 
-`kits.py` holds one kit per source type (`KITS`); `test_source_contract.py` runs every
-contract test over every kit. A new source gets the whole suite by adding one kit.
+`kits/` holds one module per source type, each registering its kit(s) in `KITS` (found by
+`kits/__init__.py`); `test_source_contract.py` runs every contract test over every kit. A
+new source gets the whole suite by adding one kit file.
 """

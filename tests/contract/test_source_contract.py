@@ -1,7 +1,7 @@
 """The source contract: every source type, against its real local server, through the
 one pipeline (`pipeline.engine.run_source` inside a flow).
 
-Each test runs once per kit (`tests/contract/kits.py`): discover lists new items; a run
+Each test runs once per kit (`tests/contract/kits/<source>.py`): discover lists new items; a run
 lands each once with the source's content; a rerun lands nothing; `force` lands again;
 unsafe names are refused and recorded failed; bad configuration fails in `preflight`
 naming the field before any I/O; a wrong secret fails the run and shows up in no error

@@ -5,16 +5,22 @@
 # Usage: tests/tools/check_extras.sh [extra ...]   (default: every extra)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-declare -A FLOWS=(
-  [sftp]="flows.sftp:ingest_sftp:sftp-source"
-  [aws]="flows.s3:ingest_s3:s3-source"
-  [gcp]="flows.gcs:ingest_gcs:gcs-source flows.bigquery:ingest_bigquery:bigquery-query-source"
-  [snowflake]="flows.snowflake:ingest_snowflake:snowflake-query-source"
-  [sql]="flows.sql:ingest_sql:sql-source"
-  [http]="flows.rest_api:ingest_rest:rest-api-source flows.sharepoint:ingest_sharepoint:sharepoint-source"
-)
+# extra -> "module:flow:slug ..." from blocks/registry.py (stdlib only: read before any
+# project dependency is installed), so a new source's registry line is checked here too.
+registry() {
+  python3 - "$@" <<'PY'
+import runpy
+import sys
+
+grouped = runpy.run_path("blocks/registry.py")["flows_by_extra"]()
+if len(sys.argv) == 1:
+    print(" ".join(grouped))
+else:
+    print(" ".join(f"{s.flow}:{s.slug}" for s in grouped.get(sys.argv[1], [])))
+PY
+}
 extras=("$@")
-[ "${#extras[@]}" -gt 0 ] || extras=(sftp aws gcp snowflake sql http)
+[ "${#extras[@]}" -gt 0 ] || read -r -a extras <<<"$(registry)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for extra in "${extras[@]}"; do
@@ -22,7 +28,9 @@ for extra in "${extras[@]}"; do
   python3 -m venv "$work/$extra"
   "$work/$extra/bin/python" -m pip install -q -c constraints.txt ".[$extra]" 2>&1 \
     | grep -v "^WARNING: Location" || true
-  for spec in ${FLOWS[$extra]}; do
+  specs="$(registry "$extra")"
+  [ -n "$specs" ] || { echo "extra [$extra]: no source in blocks/registry.py" >&2; exit 1; }
+  for spec in $specs; do
     IFS=: read -r module flow slug <<<"$spec"
     (cd "$work" && PREFECT_HOME="$work/home" "$work/$extra/bin/python" - "$module" "$flow" "$slug" <<'PY'
 import importlib
@@ -30,8 +38,9 @@ import sys
 
 from prefect.blocks.core import Block
 
-import blocks  # noqa: F401  (installs the lazy block lookup)
+from blocks.core import block_lookup
 
+block_lookup.install()  # as a flow run's loader does (pipeline/block_loading.py)
 module, flow_name, slug = sys.argv[1:]
 flow = getattr(importlib.import_module(module), flow_name)
 block_cls = Block.get_block_class_from_key(slug)
