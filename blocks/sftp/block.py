@@ -23,6 +23,7 @@ from blocks.core.write_behind import ThreadedSink
 from blocks.sftp.connection import SftpConnection, SftpLogin, fingerprint
 from blocks.sftp.fast_read import SftpReadError, pipelined_download, ranged_readv
 from blocks.sftp.parallel import RangedDownloadError, parallel_download
+from blocks.sftp.paramiko_compat import mark_handle_closed
 
 # OpenSSH answers reads of up to 255 KiB (limits@openssh.com), in order and in full;
 # streaming them off the channel beats paramiko's readv by ~1.5x here.
@@ -327,7 +328,7 @@ class SftpSource(SourceBlock):
                             finish=known,
                         )  # fmt: skip
                         if known:
-                            fh._closed = True  # its CLOSE went out with the reads
+                            mark_handle_closed(fh)  # its CLOSE went out with the reads
                     else:
                         done = ranged_readv(fh, 0, size, sink)
                 finally:

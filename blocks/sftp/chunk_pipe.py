@@ -1,26 +1,34 @@
 """A channel input buffer for paramiko that keeps the packets it is fed instead of copying.
 
-paramiko's `BufferedPipe` copies every SSH packet into an array (`frombytes`, growing and
-reallocating it while megabytes of answers queue) and every read out of it twice
-(`array[:n].tobytes()`), and it wakes a waiting reader for each 32 KiB packet. In a
-`py-spy --gil` profile of a 1 GiB download those copies were 37% of the GIL time.
+paramiko's `BufferedPipe` (a channel's input buffer) copies every SSH packet into an array
+(`frombytes`, growing and reallocating it while megabytes of answers queue) and every
+read out of it twice (`array[:n].tobytes()`), and it wakes a waiting reader for each
+32 KiB packet. In a `py-spy --gil` profile of a 1 GiB download those copies were 37% of
+the GIL time.
 
 `ChunkPipe` keeps the packets' own bytes objects in a deque. `take` hands all of them
 over at once and sleeps until at least `min_bytes` have arrived, so a reader that needs
 a 255 KiB answer wakes once, not eight times. Everything else paramiko asks of a channel
 buffer (`read`, `read_ready`, `empty`, `len`, `set_event`, `close`) behaves as before, so
 the ordinary SFTP requests (open, stat, listdir, rename) run unchanged on top of it.
+`ChunkPipe` keeps its own state; it shares only that interface with `BufferedPipe`, and
+installing it and crediting the window go through `paramiko_compat`.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 
 import paramiko
-from paramiko.buffered_pipe import BufferedPipe, PipeTimeout
-from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
-from paramiko.message import Message
+
+from blocks.sftp.paramiko_compat import (
+    PipeTimeout,
+    channel_buffer,
+    give_back_window,
+    install_channel_buffer,
+)
 
 
 class ChunkQueue:
@@ -65,11 +73,15 @@ class ChunkQueue:
         return chunks
 
 
-class ChunkPipe(BufferedPipe):
-    """`BufferedPipe` with the same behaviour, holding the fed bytes objects uncopied."""
+class ChunkPipe:
+    """A channel input buffer behaving like paramiko's `BufferedPipe` (same methods, same
+    results, `PipeTimeout` on timeout), holding the fed bytes objects uncopied."""
 
     def __init__(self) -> None:
-        super().__init__()
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._event: threading.Event | None = None
+        self._closed = False
         self._queue = ChunkQueue()
         self._want = 1  # a waiting reader is woken once this many bytes are buffered
 
@@ -127,6 +139,14 @@ class ChunkPipe(BufferedPipe):
         with self._lock:
             return self._queue.size
 
+    def close(self) -> None:
+        """No more data will come (the channel closed): wake every waiting reader."""
+        with self._lock:
+            self._closed = True
+            self._cv.notify_all()
+            if self._event is not None:
+                self._event.set()
+
     # -- helpers; the caller holds the lock
     def _wait(self, min_bytes: int, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -154,7 +174,7 @@ def open_sftp_channel(
     starts, so no byte can have gone into paramiko's own buffer.
     """
     chan = transport.open_session(window_size=window_size, max_packet_size=max_packet_size)
-    chan.in_buffer = ChunkPipe()
+    install_channel_buffer(chan, ChunkPipe())
     chan.invoke_subsystem("sftp")
     return chan
 
@@ -167,18 +187,12 @@ def recv_chunks(chan: paramiko.Channel, min_bytes: int) -> tuple[list[bytes | me
 
     Like `recv`, it gives the bytes taken back to the server's window.
     """
-    pipe = chan.in_buffer
+    pipe = channel_buffer(chan)
     assert isinstance(pipe, ChunkPipe), "channel not opened by open_sftp_channel"
     try:
         chunks = pipe.take(min_bytes, chan.timeout)
     except PipeTimeout:
         raise TimeoutError(f"no SFTP answer within {chan.timeout} s") from None
     got = sum(len(c) for c in chunks)
-    ack = chan._check_add_window(got)
-    if ack > 0:
-        m = Message()
-        m.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
-        m.add_int(chan.remote_chanid)
-        m.add_int(ack)
-        chan.transport._send_user_message(m)
+    give_back_window(chan, got)
     return chunks, got

@@ -22,6 +22,7 @@ from blocks.core.errors import (
     SourceUnavailable,
 )
 from blocks.sftp.chunk_pipe import open_sftp_channel
+from blocks.sftp.paramiko_compat import check_supported
 
 # Large SSH windows and packets let many SFTP read requests be in flight at once; with
 # paramiko's defaults (2 MB window, 32 KB packet) a single stream is window-bound.
@@ -129,6 +130,7 @@ class SftpConnection:
             channel = open_sftp_channel(transport, _WINDOW, _MAX_PACKET)
             channel.settimeout(login.operation_timeout)
             self.sftp = paramiko.SFTPClient(channel)
+            check_supported(self.sftp)  # the internals only an instance shows
         except IngestError:
             transport.close()
             raise

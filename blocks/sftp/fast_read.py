@@ -27,6 +27,7 @@ import paramiko
 
 from blocks.core.errors import IngestError
 from blocks.sftp.chunk_pipe import ChunkQueue, recv_chunks
+from blocks.sftp.paramiko_compat import next_request_id
 
 _CHUNK = 1024 * 1024
 _SEGMENT = 32 * _CHUNK  # most bytes of one readv download held in memory
@@ -104,8 +105,7 @@ def pipelined_download(
     refill = max(1, in_flight // 4)
 
     def request(kind: int, body: bytes, offset: int, length: int) -> bytes:
-        req_id = sftp.request_number
-        sftp.request_number += 1
+        req_id = next_request_id(sftp)
         pending.append((req_id, offset, length))
         return struct.pack(">IBI", len(body) + 5, kind, req_id) + body
 
