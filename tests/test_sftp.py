@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import threading
 import time
 from datetime import date
@@ -523,7 +524,7 @@ def test_refused_extra_logins_fall_back_to_one_connection(sshd, remote, tmp_path
         "print('ERR SftpAuthError: login refused (too many sessions)', flush=True)\n"
         "sys.exit(3)\n"
     )
-    monkeypatch.setattr(parallel, "_WORKER", refusing)
+    monkeypatch.setattr(parallel, "_WORKER_COMMAND", [sys.executable, str(refusing)])
     data = os.urandom(3 * 1024 * 1024 + 5)
     sshd.put(remote, "big.bin", data, OLD)
     source = make(sshd, remote, connections_per_file=3, parallel_min_mb=1)

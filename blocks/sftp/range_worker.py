@@ -1,7 +1,7 @@
 """Child process of a parallel SFTP download: its own connection, one byte range of one file.
 
-Started by `blocks/sftp/parallel.py` as `python <this file>`; reads its job as one JSON
-line on stdin (the login with its secrets never appears in argv or the environment),
+Started by `blocks/sftp/parallel.py` (`main()` in a fresh `python -I`); reads its job as
+one JSON line on stdin (the login with its secrets never appears in argv or the environment),
 writes its range straight into the staging file at the right offsets, and reports on
 stdout, one line each:
 
@@ -19,8 +19,6 @@ import json
 import os
 import sys
 import threading
-import types
-from pathlib import Path
 
 _REPORT_EVERY = 8 * 1024 * 1024
 
@@ -109,10 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # A bare `blocks` package: its __init__ imports Prefect (~1 s and ~80 MB per process),
-    # and this process needs only paramiko and three small modules of the package.
-    package = types.ModuleType("blocks")
-    package.__path__ = [str(Path(__file__).resolve().parent)]
-    sys.modules["blocks"] = package
-    sys.path[0:1] = []  # never import siblings of this file as top-level modules
     main()
