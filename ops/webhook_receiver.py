@@ -171,6 +171,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8088)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # One line per request is ours; httpx would add an INFO line for each Prefect API call
+    # (block load, deployment lookup, create_flow_run) the request makes.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
 
 

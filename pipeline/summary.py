@@ -25,25 +25,33 @@ class RunSummary:
     def counts(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "failures"}
 
+    def mb_per_second(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds else 0.0
+
     def log_line(self) -> str:
-        mb = self.bytes / 1e6
-        rate = mb / self.seconds if self.seconds else 0.0
         return (
             f"source={self.source} date={self.partition_date} status={self.status} "
             f"listed={self.listed} skipped={self.skipped} landed={self.landed} "
             f"failed={self.failed} bytes={self.bytes} seconds={self.seconds:.2f} "
-            f"({rate:.1f} MB/s)"
+            f"({self.mb_per_second():.1f} MB/s)"
         )
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows of the artifact: counts (seconds to 2 decimals), MB/s, then one row per
+        failure (at most 100)."""
+        rows: list[dict[str, Any]] = []
+        for key, value in self.counts().items():
+            rows.append({"what": key, "value": round(value, 2) if key == "seconds" else value})
+            if key == "seconds":
+                rows.append({"what": "MB/s", "value": round(self.mb_per_second(), 2)})
+        rows += [{"what": f"failed: {f['name']}", "value": f["error"]} for f in self.failures[:100]]
+        return rows
 
     def publish(self) -> None:
         """Table artifact on the flow run: one row of counts, then one row per failure."""
-        rows: list[dict[str, Any]] = [
-            {"what": key, "value": value} for key, value in self.counts().items()
-        ]
-        rows += [{"what": f"failed: {f['name']}", "value": f["error"]} for f in self.failures[:100]]
         create_table_artifact(
             key=artifact_key("ingest-summary", self.source),
-            table=rows,
+            table=self.table(),
             description=f"Ingest run summary: {self.log_line()}",
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -93,11 +94,16 @@ def test_lands_new_files_once_and_rerun_lands_nothing(save_block, ledger, queue,
     assert (last_run["status"], last_run["skipped"], previous_run["landed"]) == ("completed", 3, 3)
 
 
-def test_summary_artifact_is_published(save_block, sqlite_ledger, queue, inbox) -> None:
+def test_summary_artifact_is_published(save_block, sqlite_ledger, queue, inbox, caplog) -> None:
     write(inbox / "a.csv", "x")
     source = LocalFolderSource(source_id="Art_Src", directory=str(inbox))
+    caplog.set_level(logging.INFO, logger="prefect")
     state = run(save_block, sqlite_ledger, queue, source)
     assert state.is_completed()
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("landed=1" in m for m in info), info  # the run's INFO lines were captured
+    # prefect-sqlalchemy says this at INFO each time a ledger block makes its engine
+    assert not any("Created a new engine" in m for m in info), info
 
     async def read():
         async with get_client() as client:
@@ -115,6 +121,10 @@ def test_summary_artifact_is_published(save_block, sqlite_ledger, queue, inbox) 
         artifacts[0].data if isinstance(artifacts[0].data, list) else json.loads(artifacts[0].data)
     )
     assert {"what": "landed", "value": 1} in table
+    values = {row["what"]: row["value"] for row in table}
+    seconds = values["seconds"]  # rounded, not 1.1817100899997968
+    assert isinstance(seconds, (int, float)) and seconds == round(seconds, 2)
+    assert "MB/s" in values and values["MB/s"] == round(values["MB/s"], 2)
 
 
 def test_changed_file_follows_the_documented_rule(save_block, ledger, queue, inbox) -> None:

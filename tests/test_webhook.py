@@ -160,3 +160,74 @@ def test_block_validation_names_fields():
 def test_secret_not_in_block_repr():
     block = WebhookEndpoint(source="x", deployment="a/b", secret=SECRET)
     assert SECRET not in repr(block) and SECRET not in str(block.model_dump())
+
+
+def test_receiver_logs_one_line_per_request_not_its_api_calls(save_block, tmp_path):
+    """The real receiver process against the test API: a signed POST starts a run of a real
+    deployment; its output has the 'started' line and no httpx/Prefect client INFO lines."""
+    import asyncio
+    import os
+    import socket
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    async def make_deployment() -> str:
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name("webhook-log-test")
+            name = f"d-{uuid.uuid4().hex[:8]}"
+            await client.create_deployment(
+                flow_id=flow_id, name=name, entrypoint="tests.ops_flows:slow"
+            )
+        return f"webhook-log-test/{name}"
+
+    deployment = asyncio.run(make_deployment())
+    name = save_block(
+        WebhookEndpoint(source="bank", deployment=deployment, secret=SECRET), prefix="wh"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_LOGGING_LEVEL": "INFO",  # as a server would run it; not the tests' WARNING
+        "PYTHONPATH": str(root),
+    }
+    log = tmp_path / "receiver.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ops.webhook_receiver", "--port", str(port)],
+            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        body = json.dumps({"file": "a.csv"}).encode()
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/{name}",
+            content=body,
+            headers=signed_headers(SECRET, body),
+            timeout=60,
+        )
+        assert resp.status_code == 202, resp.text
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    text = log.read_text()
+    assert f"webhook {name}: started {deployment} run {resp.json()['flow_run_id']}" in text
+    assert "HTTP Request:" not in text, text  # httpx's INFO line for each Prefect API call
+    assert " | INFO    | prefect.client" not in text, text
+    assert SECRET not in text

@@ -19,10 +19,12 @@ from sqlalchemy import Connection, Engine, bindparam, event, func, insert, selec
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from blocks.core import ledger_schema as t
+from blocks.core import quiet_logs
 from blocks.core.defaults import default_ledger_path
 from blocks.core.errors import ConfigError, LedgerError
 
 _ENGINE_LOCK = threading.Lock()
+quiet_logs.install()  # no 'Created a new engine.' at INFO on every run and CLI call
 # Keeps each IN (...) list well under SQLite's and PostgreSQL's bound-parameter limits.
 _IN_CHUNK = 5000
 
