@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.states import Failed
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
@@ -38,6 +39,7 @@ from blocks.core.timezones import TimezoneName
 from pipeline.block_loading import load_named_block
 
 MISSING_EVENT = "ingest.source.missing"
+HEALTH_ARTIFACT_KEY = "ingest-health"  # one stable key: the sources dashboard
 
 
 class ExpectedDaily(BaseModel):
@@ -52,6 +54,8 @@ class ExpectedDaily(BaseModel):
 
 @dataclass
 class SourceHealth:
+    """One row of the `ingest-health` table artifact (and of `ingest-ops health`)."""
+
     source: str
     runs: int
     success_rate: float | None
@@ -59,6 +63,17 @@ class SourceHealth:
     last_status: str | None
     backlog: int
     missing: str = ""
+    last_run: str | None = None  # start of the newest finished run (its state: last_status)
+    next_run: str | None = None  # next scheduled run of the source's deployment, if any
+
+    def log_line(self) -> str:
+        rate = "n/a" if self.success_rate is None else f"{self.success_rate:.0%}"
+        return (
+            f"{self.source}: last run {self.last_run or 'never'} {self.last_status or ''}, "
+            f"success {rate} of {self.runs} run(s), last success {self.last_success or 'never'}, "
+            f"backlog {self.backlog}, next run {self.next_run or 'none scheduled'}"
+            + (f"; MISSING: {self.missing}" if self.missing else "")
+        )
 
 
 class SourcesMissing(IngestError):
@@ -171,7 +186,7 @@ def source_health(ledger: Ledger, source: str, last_n_runs: int) -> SourceHealth
     r, i = t.runs.c, t.items.c
     with ledger.transaction() as conn:
         recent = conn.execute(
-            select(r.status)
+            select(r.status, r.started_at)
             .where(r.source == source, r.status != "running")
             .order_by(r.started_at.desc(), r.id.desc())
             .limit(last_n_runs)
@@ -211,6 +226,7 @@ def source_health(ledger: Ledger, source: str, last_n_runs: int) -> SourceHealth
         last_success=last_success.isoformat() if last_success else None,
         last_status=statuses[0] if statuses else None,
         backlog=int(backlog or 0),
+        last_run=recent[0].started_at.isoformat(timespec="seconds") if recent else None,
     )
 
 
@@ -246,6 +262,85 @@ def missing_message(
         f"{due.strftime('%H:%M %Z')} (cutoff {rule.cutoff.strftime('%H:%M')} + "
         f"{rule.grace_minutes} min grace)"
     )
+
+
+def next_runs(ledger: Ledger, sources: list[str]) -> dict[str, str]:
+    """{source: expected start (ISO) of its deployment's next scheduled run}.
+
+    A source's deployment is the one its newest ledger runs were flow runs of (runs that
+    were backfill subflows or local calls have none). Sources without one, a paused
+    deployment or nothing scheduled are left out; an unreadable API gives {} (one warning).
+    """
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    r = t.runs.c
+    run_ids: dict[str, list[uuid.UUID]] = {}
+    with ledger.transaction() as conn:
+        for source in sources:
+            for value in conn.execute(
+                select(r.flow_run_id)
+                .where(r.source == source, r.flow_run_id.is_not(None))
+                .order_by(r.started_at.desc(), r.id.desc())
+                .limit(10)
+            ).scalars():
+                try:
+                    run_ids.setdefault(source, []).append(uuid.UUID(value))
+                except ValueError:
+                    pass
+    if not run_ids:
+        return {}
+    found: dict[str, str] = {}
+    try:
+        with get_client(sync_client=True) as client:
+            wanted = [i for ids in run_ids.values() for i in ids]
+            deployment_of = {
+                run.id: run.deployment_id
+                for run in client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=wanted)),
+                    limit=len(wanted),
+                )
+                if run.deployment_id is not None
+            }
+            nexts: dict[uuid.UUID, str | None] = {}
+            for source, ids in run_ids.items():
+                dep_id = next((deployment_of[i] for i in ids if i in deployment_of), None)
+                if dep_id is None:
+                    continue
+                if dep_id not in nexts:
+                    nexts[dep_id] = None
+                    if not client.read_deployment(dep_id).paused:
+                        upcoming = client.read_flow_runs(
+                            flow_run_filter=FlowRunFilter(
+                                deployment_id=FlowRunFilterDeploymentId(any_=[dep_id]),
+                                state=FlowRunFilterState(
+                                    type=FlowRunFilterStateType(any_=["SCHEDULED"])
+                                ),
+                            ),
+                            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                            limit=1,
+                        )
+                        if upcoming and upcoming[0].expected_start_time:
+                            nexts[dep_id] = upcoming[0].expected_start_time.isoformat(
+                                timespec="seconds"
+                            )
+                if nexts[dep_id]:
+                    found[source] = nexts[dep_id]
+    except Exception as exc:  # noqa: BLE001 (health must still report from the ledger)
+        logging.getLogger(__name__).warning(
+            "cannot read next scheduled runs from the Prefect API (%s)", type(exc).__name__
+        )
+        return {}
+    return found
 
 
 def known_sources(ledger: Ledger) -> list[str]:
@@ -309,14 +404,20 @@ def ingest_health(
                     _emit_missing(name, message, rule)
                     logger.error(message)
             report.append(health)
+        upcoming = next_runs(ledger, names)
     finally:
         ledger.dispose()
+    for health in report:
+        health.next_run = upcoming.get(health.source)
+        logger.info(health.log_line())
     rows = [asdict(h) for h in report]
     create_table_artifact(
-        key="ingest-health",
+        key=HEALTH_ARTIFACT_KEY,
         table=rows or [{"source": "(no sources)"}],
         description=f"Ingest health at {now.isoformat(timespec='seconds')}",
     )
     if missing:
-        raise SourcesMissing("; ".join(missing))
+        # An expected outcome: a Failed state with the message, not a raised exception
+        # (Prefect would log its full traceback).
+        return Failed(message=str(SourcesMissing("; ".join(missing))))
     return rows

@@ -8,6 +8,7 @@
                         [--via ingest-backfill/backfill | --local]
     ingest-ops [--json] pause|resume <flow>/<deployment>
     ingest-ops [--json] ledger [--source S] [--limit 20] [--ledger-block NAME]
+    ingest-ops [--json] runs [--source S] [--limit 20] [--ledger-block NAME]
     ingest-ops [--json] health [--ledger-block NAME] [--last-n 20] [--abandon-after-hours 24]
     ingest-ops [--json] install-automations [--grace-seconds 240]
 
@@ -62,7 +63,7 @@ def _emit(data: Any, table: list[dict[str, Any]] | None = None) -> None:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
-    return "" if value is None else str(value)[:80]
+    return "" if value is None else " ".join(str(value).split())[:80]  # one line per row
 
 
 def _fail(message: str) -> None:
@@ -74,14 +75,42 @@ def _fail(message: str) -> None:
 
 
 def describe_schedule(schedule: Any) -> str:
-    tz = getattr(schedule, "timezone", None) or "UTC"
+    """One line: `cron '30 6 * * 1-5' Europe/Paris`, `every 300s`,
+    `rrule 'FREQ=DAILY;BYHOUR=6' Europe/Paris` (an rrule's DTSTART line is left out; its
+    TZID is the zone when the schedule names none)."""
+    tz = getattr(schedule, "timezone", None)
     if getattr(schedule, "cron", None):
-        return f"cron '{schedule.cron}' {tz}"
+        return f"cron '{schedule.cron}' {tz or 'UTC'}"
     if getattr(schedule, "interval", None):
         return f"every {int(schedule.interval.total_seconds())}s"
     if getattr(schedule, "rrule", None):
-        return f"rrule '{schedule.rrule}' {tz}"
+        rules = []
+        for line in str(schedule.rrule).replace("\\n", "\n").splitlines():
+            head, _, value = line.strip().partition(":")
+            if head.upper().startswith("DTSTART"):
+                tz = tz or next(
+                    (p[5:] for p in head.split(";") if p.upper().startswith("TZID=")), None
+                )
+            elif value and head.upper() in ("RRULE", "EXRULE", "RDATE", "EXDATE"):
+                rules.append(value if head.upper() == "RRULE" else line.strip())
+            elif line.strip() and not value:
+                rules.append(line.strip())  # a bare "FREQ=..." rule
+        return f"rrule '{' '.join(rules)}' {tz or 'UTC'}"
     return type(schedule).__name__
+
+
+# A run the server cancelled because its deployment's concurrency limit was full
+# (collision strategy CANCEL_NEW: "Deployment concurrency limit reached."), or a waiting
+# run `ingest-ops pause` cancelled: the run was skipped, the source did not fail.
+PAUSED_MESSAGE = "Deployment paused (ingest-ops pause): waiting run not started."
+
+
+def is_skipped(run: Any) -> bool:
+    """True for a flow run cancelled by the overlap policy or by `ingest-ops pause`."""
+    if run.state_type is None or run.state_type.value != "CANCELLED":
+        return False
+    message = (run.state.message if run.state is not None else "") or ""
+    return "concurrency limit" in message.lower() or message == PAUSED_MESSAGE
 
 
 async def _deployment_id(client: Any, name: str) -> UUID:
@@ -120,7 +149,9 @@ async def _sources(tag: str | None, last_n: int) -> list[dict[str, Any]]:
                 sort=FlowRunSort.START_TIME_DESC,
                 limit=last_n,
             )
-            done = [r for r in runs if r.state_type is not None]
+            finished = [r for r in runs if r.state_type is not None]
+            skipped = [r for r in finished if is_skipped(r)]
+            done = [r for r in finished if not is_skipped(r)]
             completed = sum(1 for r in done if r.state_type.value == "COMPLETED")
             last = done[0] if done else None
             rows.append(
@@ -135,6 +166,7 @@ async def _sources(tag: str | None, last_n: int) -> list[dict[str, Any]]:
                     "last_run_time": last.start_time or last.expected_start_time if last else None,
                     "success_rate": (completed / len(done)) if done else None,
                     "runs_considered": len(done),
+                    "skipped": len(skipped),
                 }
             )
     return rows
@@ -145,7 +177,10 @@ def sources(
     tag: str = typer.Option(None, help="Only deployments with this tag (e.g. ingest)."),
     last_n: int = typer.Option(20, min=1, max=200, help="Runs considered for health."),
 ) -> None:
-    """List deployments with schedule, last run state and success rate of the last N runs."""
+    """List deployments with schedule, last run state and success rate of the last N runs.
+
+    Runs the server cancelled under the overlap policy (CANCEL_NEW) or that `pause`
+    cancelled count as `skipped`, not in the success rate."""
     _emit(asyncio.run(_sources(tag, last_n)))
 
 
@@ -283,22 +318,54 @@ def backfill(
     _emit(_start(via, parameters))
 
 
-async def _set_paused(deployment: str, paused: bool) -> None:
+async def _set_paused(deployment: str, paused: bool) -> int:
+    """Pause or resume; on pause, also cancel the deployment's runs that have not started.
+
+    Prefect's pause deletes future auto-scheduled runs only: runs waiting for a
+    concurrency slot (ENQUEUE, state `AwaitingConcurrencySlot`), late runs and manual runs
+    scheduled for later stayed, and went on starting while the deployment was paused.
+    They are cancelled (kept in the history, counted as skipped). Returns how many.
+    """
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.states import Cancelled
 
     async with get_client() as client:
         dep_id = await _deployment_id(client, deployment)
-        if paused:
-            await client.pause_deployment(dep_id)
-        else:
+        if not paused:
             await client.resume_deployment(dep_id)
+            return 0
+        await client.pause_deployment(dep_id)
+        seen: set[UUID] = set()
+        while True:  # pages: each pass cancels what it read, so re-read from the start
+            waiting = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[dep_id]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["SCHEDULED"])),
+                ),
+                limit=200,
+            )
+            fresh = [run for run in waiting if run.id not in seen]
+            for run in fresh:
+                await client.set_flow_run_state(
+                    run.id, Cancelled(message=PAUSED_MESSAGE), force=True
+                )
+                seen.add(run.id)
+            if len(waiting) < 200 or not fresh:
+                return len(seen)
 
 
 @app.command()
 def pause(deployment: str = typer.Argument(..., help="<flow name>/<deployment name>")) -> None:
-    """Pause a deployment's schedules (future scheduled runs are removed)."""
-    asyncio.run(_set_paused(deployment, True))
-    _emit({"deployment": deployment, "paused": True})
+    """Pause a deployment's schedules and cancel its runs that have not started yet (future
+    scheduled runs, runs waiting for a concurrency slot, late runs)."""
+    cancelled = asyncio.run(_set_paused(deployment, True))
+    _emit({"deployment": deployment, "paused": True, "cancelled_waiting_runs": cancelled})
 
 
 @app.command()
@@ -338,6 +405,101 @@ def ledger(
     _emit([{k: r.get(k) for k in keep} for r in rows])
 
 
+def trigger_of(run: Any) -> str:
+    """What started a flow run: `webhook` (a `trigger` parameter: the receiver passes the
+    request body), `backfill` (a subflow: the backfill flow runs each day as one),
+    `schedule` (auto-scheduled), `automation`, `manual` (UI, CLI, API on a deployment) or
+    `local` (the flow called in a Python process, no deployment)."""
+    if (run.parameters or {}).get("trigger") is not None:
+        return "webhook"
+    if run.parent_task_run_id is not None:
+        return "backfill"
+    if run.auto_scheduled:
+        return "schedule"
+    if str(getattr(run.created_by, "type", "") or "").upper() == "AUTOMATION":
+        return "automation"
+    return "manual" if run.deployment_id else "local"
+
+
+async def _flow_runs(ids: set[str]) -> dict[str, Any] | None:
+    """{id: FlowRun} for the ids Prefect knows; None when the API cannot be read."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    wanted = []
+    for value in ids:
+        try:
+            wanted.append(UUID(value))
+        except ValueError:
+            pass
+    found: dict[str, Any] = {}
+    try:
+        async with get_client() as client:
+            for start in range(0, len(wanted), 200):
+                chunk = wanted[start : start + 200]
+                for run in await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
+                    limit=len(chunk),
+                ):
+                    found[str(run.id)] = run
+    except Exception:  # noqa: BLE001 (the ledger's history is still worth showing)
+        return None
+    return found
+
+
+@app.command()
+def runs(
+    source: str = typer.Option(None, help="Only this source id."),
+    limit: int = typer.Option(20, min=1, max=10000),
+    ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
+) -> None:
+    """Run history from the ledger, newest first: items, bytes, duration and what started
+    each run (schedule, manual, webhook, backfill, automation, local)."""
+    from blocks.core.errors import IngestError
+
+    led = _ledger(ledger_block)
+    try:
+        history = led.recent_runs(source, limit)
+    except IngestError as exc:
+        _fail(str(exc))
+    finally:
+        led.dispose()
+    found = asyncio.run(_flow_runs({str(r["flow_run_id"]) for r in history if r["flow_run_id"]}))
+    rows, table = [], []
+    for r in history:
+        flow_run = (found or {}).get(str(r["flow_run_id"] or ""))
+        seconds = float(r["seconds"]) if r["seconds"] else None
+        row = {
+            "started_at": r["started_at"].isoformat(timespec="seconds"),
+            "source": r["source"],
+            "date": r["partition_date"],
+            "status": r["status"],
+            "trigger": trigger_of(flow_run) if flow_run else ("?" if found is None else None),
+            "listed": r["listed"],
+            "landed": r["landed"],
+            "skipped": r["skipped"],
+            "failed": r["failed"],
+            "bytes": r["bytes"],
+            "seconds": seconds,
+            "flow_run": flow_run.name if flow_run else None,
+            "flow_run_id": r["flow_run_id"],
+            "error": r["error"],
+        }
+        rows.append(row)
+        table.append(
+            {
+                **{k: row[k] for k in ("started_at", "source", "date", "status", "trigger")},
+                "items": f"{r['landed']}/{r['listed']}",
+                "skipped": r["skipped"],
+                "failed": r["failed"],
+                "MB": round(r["bytes"] / 1e6, 2),
+                "seconds": seconds,
+                "flow_run": row["flow_run"],
+            }
+        )
+    _emit(rows, table=table)
+
+
 @app.command()
 def health(
     ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
@@ -351,7 +513,8 @@ def health(
         "are closed at once).",
     ),
 ) -> None:
-    """Per-source health from the ledger: success rate, last success, backlog.
+    """Per-source health from the ledger: last run and state, success rate, last success,
+    backlog, and the next scheduled run of the source's deployment.
 
     First closes ledger runs left 'running' by flow runs that died (their final state in
     Prefect), so they count as failures.
@@ -359,12 +522,16 @@ def health(
     from dataclasses import asdict
 
     from blocks.core.errors import IngestError
-    from flows.health import known_sources, reconcile_runs, source_health
+    from flows.health import known_sources, next_runs, reconcile_runs, source_health
 
     led = _ledger(ledger_block)
     try:
         reconcile_runs(led, abandon_after=dt.timedelta(hours=abandon_after_hours))
-        rows = [asdict(source_health(led, s, last_n)) for s in known_sources(led)]
+        names = known_sources(led)
+        upcoming = next_runs(led, names)
+        rows = [
+            {**asdict(source_health(led, s, last_n)), "next_run": upcoming.get(s)} for s in names
+        ]
     except IngestError as exc:  # unusable or unreachable ledger: one line, not a traceback
         _fail(str(exc))
     finally:

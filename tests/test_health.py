@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,13 +18,19 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
-from prefect.states import Cancelled, Crashed, Failed, Running
+from prefect.states import Cancelled, Completed, Crashed, Failed, Running, Scheduled
 from sqlalchemy import update
 from typer.testing import CliRunner
 
 from blocks.core import ledger_schema as t
 from blocks.core.ledger import LandedRecord
-from flows.health import ExpectedDaily, ingest_health, missing_message, source_health
+from flows.health import (
+    HEALTH_ARTIFACT_KEY,
+    ExpectedDaily,
+    ingest_health,
+    missing_message,
+    source_health,
+)
 
 UTC = dt.timezone.utc
 
@@ -88,11 +95,12 @@ def _events(name: str, source: str) -> list[dict]:
     return resp.json()["events"]
 
 
-def test_missing_file_fails_the_run_and_emits_an_event(save_block, sqlite_ledger):
+def test_missing_file_fails_the_run_and_emits_an_event(save_block, sqlite_ledger, caplog):
     source = f"bank{uuid.uuid4().hex[:6]}"
     _run(sqlite_ledger, source, "completed")
     _run(sqlite_ledger, "gateway", "completed")
     led = save_block(sqlite_ledger)
+    caplog.set_level(logging.INFO, logger="prefect")
     state = ingest_health(
         ledger_block=led,
         expected={source: {"pattern": "BANK_{date:%Y%m%d}.csv", "cutoff": "00:00"}},
@@ -100,6 +108,13 @@ def test_missing_file_fails_the_run_and_emits_an_event(save_block, sqlite_ledger
         return_state=True,
     )
     assert state.is_failed() and "BANK_" in str(state.message)
+    # An expected failure: the message once at ERROR, no traceback anywhere in the logs
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors if "no file matching" in r.getMessage()] == [
+        str(state.message)
+    ]
+    assert not any(r.exc_info for r in caplog.records), [r.getMessage() for r in errors]
+    assert "Traceback" not in caplog.text
     deadline = time.monotonic() + 30
     while not (found := _events("ingest.source.missing", source)) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -207,3 +222,61 @@ def test_health_flow_closes_cancelled_failed_and_abandoned_runs(save_block, sqli
     assert {r["id"]: r["status"] for r in sqlite_ledger.recent_runs(src)}[new_unknown] == (
         "abandoned"
     )
+
+
+def _health_artifact(flow_run_id) -> list[dict]:
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[HEALTH_ARTIFACT_KEY]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
+        )
+    return artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
+
+
+def test_sources_dashboard_table_and_one_log_line_per_source(save_block, sqlite_ledger, caplog):
+    """Two sources: one run by a deployment with a run scheduled in 2 h, one never
+    deployed. The table under the stable key has last run/state, rate, last success,
+    backlog and next run for each; the run logs one line per source."""
+    when = (dt.datetime.now(UTC) + dt.timedelta(hours=2)).replace(microsecond=0)
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("health-dashboard-test")
+        dep_id = client.create_deployment(
+            flow_id=flow_id, name=f"d-{uuid.uuid4().hex[:8]}", entrypoint="tests.ops_flows:slow"
+        )
+        done = client.create_flow_run_from_deployment(dep_id)
+        client.create_flow_run_from_deployment(dep_id, state=Scheduled(scheduled_time=when))
+    _set_state(str(done.id), Completed())
+    deployed, other = f"dash{uuid.uuid4().hex[:6]}", f"dash{uuid.uuid4().hex[:6]}"
+    run = sqlite_ledger.start_run(deployed, str(done.id), None)
+    sqlite_ledger.finish_run(run, "completed", {"listed": 1, "landed": 1}, None)
+    _run(sqlite_ledger, other, "failed")
+    sqlite_ledger.record_failure(other, "x.csv", None, "boom")
+    caplog.set_level(logging.INFO, logger="prefect")
+    state = ingest_health(
+        sources=[deployed, other], ledger_block=save_block(sqlite_ledger), return_state=True
+    )
+    assert state.is_completed()
+    table = _health_artifact(state.state_details.flow_run_id)
+    by_source = {row["source"]: row for row in table}
+    assert list(by_source) == [deployed, other]
+    assert dt.datetime.fromisoformat(by_source[deployed]["next_run"]) == when
+    assert by_source[other]["next_run"] is None
+    assert (by_source[deployed]["last_status"], by_source[deployed]["success_rate"]) == (
+        "completed",
+        1.0,
+    )
+    assert by_source[deployed]["last_run"] and by_source[deployed]["last_success"]
+    assert (by_source[other]["last_status"], by_source[other]["backlog"]) == ("failed", 1)
+    assert by_source[other]["last_run"] and by_source[other]["last_success"] is None
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    mine = [m for m in lines if m.startswith((f"{deployed}:", f"{other}:"))]
+    assert len(mine) == 2, lines
+    assert "next run " + when.isoformat() in mine[0] and "backlog 1" in mine[1]

@@ -437,13 +437,11 @@ class Ledger(Block):
             ).rowcount
         return changed == 1
 
-    def recent_runs(self, source: str, limit: int = 20) -> list[dict[str, Any]]:
-        stmt = (
-            select(t.runs)
-            .where(t.runs.c.source == source)
-            .order_by(t.runs.c.started_at.desc(), t.runs.c.id.desc())
-            .limit(limit)
-        )
+    def recent_runs(self, source: str | None, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest runs of a source (None: of every source), newest first."""
+        stmt = select(t.runs).order_by(t.runs.c.started_at.desc(), t.runs.c.id.desc()).limit(limit)
+        if source is not None:
+            stmt = stmt.where(t.runs.c.source == source)
         with self.transaction() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
