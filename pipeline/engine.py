@@ -218,25 +218,6 @@ def dedupe(
 
 
 # ----------------------------------------------------------------------------- land one item
-@task(
-    name="land-item",
-    cache_policy=NO_CACHE,
-    retry_condition_fn=retry_if_transient,
-    retry_jitter_factor=0.5,
-)
-def land_item(
-    source: SourceBlock,
-    ledger: Ledger,
-    queue: IngestionQueue,
-    candidate: Candidate,
-    day: date,
-    flow_run_id: str | None,
-    force: bool,
-) -> ItemOutcome:
-    """Fetch one item to staging, verify it, land it and record it (idempotent)."""
-    return land_one(source, ledger, queue, candidate, day, flow_run_id, force)
-
-
 @task(name="land-batch", cache_policy=NO_CACHE)
 def land_batch(
     source: SourceBlock,
@@ -366,6 +347,15 @@ def land_one(
         return ItemOutcome(candidate.name, "landed", bytes=size, landed_path=str(placed))
     finally:
         staged.unlink(missing_ok=True)
+
+
+# One item as its own task run: land_one with Prefect's retries (set per source by the run).
+land_item = task(
+    name="land-item",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_if_transient,
+    retry_jitter_factor=0.5,
+)(land_one)
 
 
 # ----------------------------------------------------------------------------- run
