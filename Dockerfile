@@ -20,9 +20,11 @@ RUN apt-get update \
 WORKDIR /opt/prefect/ingest
 COPY pyproject.toml README.md constraints.txt ./
 COPY blocks ./blocks
+COPY pipeline ./pipeline
+COPY ops ./ops
 COPY flows ./flows
 RUN pip install -c constraints.txt ".[all]" \
- && python -c "import blocks, flows.local_folder" \
+ && python -c "import blocks, flows.local_folder, ops.cli" \
  && useradd --create-home --uid 10001 ingest \
  && mkdir -p /data/ingest \
  && chown -R ingest /data/ingest
