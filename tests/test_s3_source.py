@@ -191,24 +191,6 @@ def test_delete_leaves_an_object_that_changed_after_landing(s3_bucket, moto_endp
     assert keys(client, bucket) == ["a.csv"]
 
 
-def test_keys_that_would_escape_the_landing_folder_are_refused(
-    save_block, sqlite_ledger, queue, s3_bucket, moto_endpoint, tmp_path: Path
-) -> None:
-    client, bucket = s3_bucket
-    bad = ["in/../../../escape.csv", "/abs.csv", "in//double.csv"]
-    for key in [*bad, "in/ok.csv"]:
-        client.put_object(Bucket=bucket, Key=key, Body=b"x")
-    assert set(bad) <= set(keys(client, bucket))  # the store really holds these keys
-    src = source(moto_endpoint, bucket)
-    state = run(save_block, sqlite_ledger, queue, src, fail_on_item_error=False)
-    result = counts(state)
-    assert (result["listed"], result["landed"], result["failed"]) == (4, 1, 3)
-    assert [Path(p).name for p in landed(queue)] == ["ok.csv"]
-    assert not [p for p in tmp_path.rglob("escape.csv")] + [p for p in Path("/").glob("abs.csv")]
-    failed = {r["name"] for r in sqlite_ledger.recent_items("s3src") if r["status"] == "failed"}
-    assert failed == set(bad)
-
-
 def test_missing_bucket_is_a_clear_error(save_block, sqlite_ledger, queue, moto_endpoint) -> None:
     src = source(moto_endpoint, "no-such-bucket-here")
     with pytest.raises(ConfigError, match=r"S3Source\.bucket: bucket 'no-such-bucket-here' does"):
