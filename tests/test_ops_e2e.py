@@ -42,10 +42,10 @@ from tests.ops_flows import DatedFolderSource
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# The Prefect server runs from the project's venv. prefect 3.8.8's scheduler fails on
-# SQLAlchemy 2.1 ("Can't evaluate bulk DML statement": no scheduled run is ever created),
-# which is why the project pins SQLAlchemy 2.0; INGEST_PREFECT_SERVER_BIN can point the
-# server at another Python environment's bin folder.
+# The Prefect server runs from the project's venv; INGEST_PREFECT_SERVER_BIN can point it at
+# another Python environment's bin folder. The overlap test's 4 s schedules prove that the
+# server's scheduler creates runs on the installed SQLAlchemy (prefect 3.8.8's created none
+# on SQLAlchemy 2.1: "Can't evaluate bulk DML statement"; prefect 3.9 fixed it).
 SERVER_BIN = Path(os.environ.get("INGEST_PREFECT_SERVER_BIN") or BIN)
 POOL = "ingest-process"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -261,7 +261,9 @@ def test_overlap_cancel_new_skips_and_enqueue_queues(env: Env, worker):
     with get_client(sync_client=True) as client:
         deps = {n: client.read_deployment_by_name(f"ops-slow/{n}") for n in seen}
         try:
-            deadline = time.monotonic() + 75
+            # Both usually hold within a minute; on a loaded 2-core machine a flow-run
+            # process took 30-40 s from submission to Running (measured), so allow more.
+            deadline = time.monotonic() + 150
             while time.monotonic() < deadline:
                 try:
                     for name, dep in deps.items():
@@ -292,8 +294,9 @@ def test_overlap_cancel_new_skips_and_enqueue_queues(env: Env, worker):
             r for r in runs_of(client, deps["slow-skip"].id) if r.state_name == "Cancelled"
         ]
     assert "Can't evaluate bulk DML" not in env.log("server"), (
-        "the Prefect server's scheduler is broken by SQLAlchemy 2.1: run the server from a venv "
-        "with sqlalchemy<2.1 (INGEST_PREFECT_SERVER_BIN)"
+        "the Prefect server's scheduler fails on this SQLAlchemy (prefect < 3.9 with "
+        "SQLAlchemy 2.1): upgrade prefect, or run the server from another venv "
+        "(INGEST_PREFECT_SERVER_BIN)"
     )
     assert cancelled, f"no run cancelled under CANCEL_NEW: {seen['slow-skip']}\n{env.log('worker')}"
     assert any("concurrency" in (r.state.message or "").lower() for r in cancelled)
@@ -454,8 +457,14 @@ def test_sigterm_to_worker_during_a_run_ends_cleanly(env: Env, worker):
     assert CRASH_UNRESPONSIVE in json.loads(out.stdout)
     slow = _base("slow-once", "tests.ops_flows:slow", parameters={"seconds": 90})
     slow["work_pool"]["job_variables"] = {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}}
-    deploy_test_copy(env, [slow])
+    # A run that ends at once: its Running, first heartbeat and Completed events arrive
+    # together and in any order, and the automation must not fire for it.
+    quick = _base("quick-once", "tests.ops_flows:slow", parameters={"seconds": 1})
+    quick["work_pool"]["job_variables"] = slow["work_pool"]["job_variables"]
+    deploy_test_copy(env, [slow, quick])
     with get_client(sync_client=True) as client:
+        done = run_deployment("ops-slow/quick-once", timeout=0)
+        assert wait_final(client, done.id).state_name == "Completed", env.log("worker")
         run = run_deployment("ops-slow/slow-once", timeout=0)
         deadline = time.monotonic() + 90
         while client.read_flow_run(run.id).state_name != "Running":
@@ -475,8 +484,31 @@ def test_sigterm_to_worker_during_a_run_ends_cleanly(env: Env, worker):
         while (after := client.read_flow_run(run.id)).state_name == "Running":
             assert time.monotonic() < deadline, "run still Running after the grace period"
             time.sleep(2)
-    assert after.state_name == "Crashed", after.state
-    assert "heartbeat" in (after.state.message or "")
+        assert after.state_name == "Crashed", after.state
+        assert "heartbeat" in (after.state.message or "")
+        # The automation's action targeted the killed run, and only it: the quick run's
+        # window closed before the killed run's, so by now it would have fired for it too.
+        deadline = time.monotonic() + 30
+        while not (fired := _automation_actions_on(client, run.id)):
+            assert time.monotonic() < deadline, "no automation action event for the run"
+            time.sleep(1)
+        assert fired == ["prefect.automation.action.executed"], fired
+        assert _automation_actions_on(client, done.id) == []
+        assert client.read_flow_run(done.id).state_name == "Completed"
+
+
+def _automation_actions_on(client, run_id: UUID) -> list[str]:
+    """Names of the automation action events whose target is the flow run."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    page = client.read_events(
+        EventFilter(
+            event=EventNameFilter(prefix=["prefect.automation.action."]),
+            related=EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"]),
+        ),
+        limit=50,  # the API's maximum
+    )
+    return sorted(e.event for e in page.events if e.event != "prefect.automation.action.triggered")
 
 
 def _processes_of(run_id: UUID) -> list[int]:
