@@ -282,6 +282,7 @@ def next_runs(ledger: Ledger, sources: list[str]) -> dict[str, str]:
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.exceptions import ObjectNotFound
 
     r = t.runs.c
     run_ids: dict[str, list[uuid.UUID]] = {}
@@ -318,7 +319,11 @@ def next_runs(ledger: Ledger, sources: list[str]) -> dict[str, str]:
                     continue
                 if dep_id not in nexts:
                     nexts[dep_id] = None
-                    if not client.read_deployment(dep_id).paused:
+                    try:
+                        paused = client.read_deployment(dep_id).paused
+                    except ObjectNotFound:  # deleted since: no next run
+                        paused = True
+                    if not paused:
                         upcoming = client.read_flow_runs(
                             flow_run_filter=FlowRunFilter(
                                 deployment_id=FlowRunFilterDeploymentId(any_=[dep_id]),

@@ -342,6 +342,21 @@ async def _set_paused(deployment: str, paused: bool) -> int:
             return 0
         await client.pause_deployment(dep_id)
         seen: set[UUID] = set()
+        gate = asyncio.Semaphore(8)
+
+        async def cancel_if_waiting(run_id: UUID) -> bool:
+            async with gate:
+                # Re-read right before: a waiting run may have got its slot since the page
+                # was read, and a forced Cancelled would hide a run that is now running.
+                current = await client.read_flow_run(run_id)
+                if current.state_type is None or current.state_type.value != "SCHEDULED":
+                    return False
+                await client.set_flow_run_state(
+                    run_id, Cancelled(message=PAUSED_MESSAGE), force=True
+                )
+                return True
+
+        cancelled = 0
         while True:  # pages: each pass cancels what it read, so re-read from the start
             waiting = await client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
@@ -350,14 +365,11 @@ async def _set_paused(deployment: str, paused: bool) -> int:
                 ),
                 limit=200,
             )
-            fresh = [run for run in waiting if run.id not in seen]
-            for run in fresh:
-                await client.set_flow_run_state(
-                    run.id, Cancelled(message=PAUSED_MESSAGE), force=True
-                )
-                seen.add(run.id)
+            fresh = [run.id for run in waiting if run.id not in seen]
+            seen.update(fresh)
+            cancelled += sum(await asyncio.gather(*(cancel_if_waiting(i) for i in fresh)))
             if len(waiting) < 200 or not fresh:
-                return len(seen)
+                return cancelled
 
 
 @app.command()
