@@ -357,7 +357,9 @@ async def _set_paused(deployment: str, paused: bool) -> int:
                 return True
 
         cancelled = 0
-        while True:  # pages: each pass cancels what it read, so re-read from the start
+        # Until a read finds nothing new: each pass cancels what it read (pages of 200),
+        # and a scheduler pass that began before the pause may still add runs just after.
+        while True:
             waiting = await client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
                     deployment_id=FlowRunFilterDeploymentId(any_=[dep_id]),
@@ -366,10 +368,11 @@ async def _set_paused(deployment: str, paused: bool) -> int:
                 limit=200,
             )
             fresh = [run.id for run in waiting if run.id not in seen]
+            if not fresh:
+                return cancelled
             seen.update(fresh)
             cancelled += sum(await asyncio.gather(*(cancel_if_waiting(i) for i in fresh)))
-            if len(waiting) < 200 or not fresh:
-                return cancelled
+            await asyncio.sleep(1)
 
 
 @app.command()

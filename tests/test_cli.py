@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import logging
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -77,7 +80,7 @@ def test_unknown_deployment_is_a_clear_error(prefect_api):
     assert result.exit_code == 1 and "<flow name>/<deployment name>" in result.stderr
 
 
-def test_ledger_and_health(save_block, sqlite_ledger, caplog):
+def test_ledger_and_health(save_block, sqlite_ledger):
     run = sqlite_ledger.start_run("bank", None, dt.date(2026, 3, 1))
     sqlite_ledger.finish_run(run, "completed", {"listed": 1, "landed": 1}, None)
     sqlite_ledger.record_landed(
@@ -88,7 +91,6 @@ def test_ledger_and_health(save_block, sqlite_ledger, caplog):
     result, rows = cli("ledger", "--ledger-block", led, "--source", "bank")
     assert result.exit_code == 0, result.output
     assert [(r["name"], r["status"]) for r in rows] == [("b.csv", "failed"), ("a.csv", "landed")]
-    caplog.set_level(logging.INFO, logger="prefect")
     _, health = cli("health", "--ledger-block", led)
     assert health == [
         {
@@ -104,8 +106,6 @@ def test_ledger_and_health(save_block, sqlite_ledger, caplog):
         }
     ]
     assert health[0]["last_run"] and health[0]["last_success"]
-    # prefect-sqlalchemy's INFO line each time the CLI's ledger block makes its engine
-    assert "Created a new engine" not in caplog.text
     result, _ = cli("ledger", "--ledger-block", "no-such-ledger")
     assert result.exit_code == 1 and "--ledger-block" in result.stderr
 
@@ -296,3 +296,24 @@ def test_runs_shows_counts_duration_and_trigger(save_block, sqlite_ledger):
     assert len(lines) == 5 and all(" 2/3 " in x and " 2.50 " in x and "1.50" in x for x in lines)
     _, everything = cli("runs", "--ledger-block", led, "--limit", "100")
     assert {r["source"] for r in everything} == {src, "other-source"}
+
+
+def test_cli_does_not_log_engine_creation(prefect_api, tmp_path):
+    """A real `ingest-ops health` process at Prefect's default INFO level: prefect-sqlalchemy
+    said 'Created a new engine.' on stderr each time the CLI opened the ledger."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {
+        **os.environ,
+        "INGEST_HOME": str(tmp_path),  # the default SQLite ledger, created here
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "health"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "ledger.db").exists() or list(tmp_path.rglob("*.db")), out.stdout
+    assert "Created a new engine" not in out.stderr + out.stdout

@@ -282,6 +282,9 @@ def test_overlap_cancel_new_skips_and_enqueue_queues(env: Env, worker):
                 if skip_done and queued_then_ran:
                     break
                 time.sleep(1)
+            if skip_done and queued_then_ran:
+                skip_row = _sources_row("ops-slow/slow-skip")
+                paused, waited, started_after = _pause_while_runs_wait(client, deps["slow-queue"])
         finally:  # whatever happened, stop the 4 s schedules before the next tests
             for dep in deps.values():
                 client.pause_deployment(dep.id)
@@ -303,6 +306,40 @@ def test_overlap_cancel_new_skips_and_enqueue_queues(env: Env, worker):
     assert any("Completed" in s for s in seen["slow-skip"].values()), seen["slow-skip"]
     assert not any("Cancelled" in s for s in seen["slow-queue"].values()), seen["slow-queue"]
     assert queued_then_ran, f"ENQUEUE: no run waited for the slot then ran: {seen['slow-queue']}"
+    # ingest-ops sources: the runs the server cancelled under CANCEL_NEW are skips
+    assert skip_row["skipped"] >= 1 and skip_row["success_rate"] == 1.0, skip_row
+    # ingest-ops pause on the ENQUEUE deployment also removed the runs waiting for the slot
+    assert waited, "no run was waiting for the concurrency slot when the test paused"
+    assert paused["cancelled_waiting_runs"] >= 1, paused
+    assert not started_after, f"runs started after pause: {started_after}"
+
+
+def _sources_row(deployment: str) -> dict:
+    from typer.testing import CliRunner
+
+    from ops.cli import app
+
+    result = CliRunner().invoke(app, ["--json", "sources"])
+    assert result.exit_code == 0, result.output
+    return next(r for r in json.loads(result.stdout) if r["deployment"] == deployment)
+
+
+def _pause_while_runs_wait(client, dep) -> tuple[dict, list, list]:
+    """`ingest-ops pause` on the deployment; returns (its output, the runs that waited for
+    a slot just before, the runs that started in the 15 s after the pause)."""
+    from typer.testing import CliRunner
+
+    from ops.cli import app
+
+    waited = [r.id for r in runs_of(client, dep.id) if r.state_name == "AwaitingConcurrencySlot"]
+    result = CliRunner().invoke(app, ["--json", "pause", f"ops-slow/{dep.name}"])
+    assert result.exit_code == 0, result.output
+    active = {"PENDING", "RUNNING", "COMPLETED", "FAILED", "CRASHED"}
+    before = {r.id for r in runs_of(client, dep.id) if r.state_type.value in active}
+    assert not [r for r in runs_of(client, dep.id) if r.state_type.value == "SCHEDULED"]
+    time.sleep(15)  # > 3 slot re-checks (PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS)
+    after = {r.id for r in runs_of(client, dep.id) if r.state_type.value in active}
+    return json.loads(result.stdout), waited, sorted(after - before)
 
 
 @pytest.fixture(scope="module")
