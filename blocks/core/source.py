@@ -37,11 +37,22 @@ from typing import Any, BinaryIO, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from prefect.blocks.core import Block
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 from blocks.core.errors import ConfigError
 from blocks.core.naming import SOURCE_ID_PATTERN, check_source_id
 from blocks.core.timezones import TimezoneName
+
+
+def glob_key(key: str) -> dict[str, Any]:
+    """`Field` arguments that show and save a glob attribute named `pattern` as `key`.
+
+    Prefect's v2 UI (3.8, 3.9) validates a block form by posting the form *values* as the
+    JSON schema to `/api/ui/schemas/validate`; `pattern` is a JSON-schema keyword, so a glob
+    such as '*.csv' under that key is checked as a regex and the save fails with "Unknown
+    error while validating block data.". The Python attribute stays `pattern`, and block
+    documents saved before under `pattern` still load."""
+    return {"alias": key, "validation_alias": AliasChoices(key, "pattern")}
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,38 @@ class SourceBlock(Block):
     retry_delay_seconds: float = Field(
         default=2, ge=0, description="Base of the per-item exponential retry backoff."
     )
+
+    # The shared tuning fields: the UI form shows them after the fields that say what the
+    # source is (Prefect numbers form fields in definition order, base class first).
+    _tuning_fields: ClassVar[tuple[str, ...]] = (
+        "min_age_seconds",
+        "stability_seconds",
+        "changed_items",
+        "dedupe_window_days",
+        "timezone",
+        "max_parallel",
+        "small_item_batch",
+        "retries",
+        "retry_delay_seconds",
+    )
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Prefect's block schema with the form in the order an operator fills it in: the
+        required fields (source id, then what identifies the source: folder, host, bucket,
+        base URL, connection block), then the source's other fields, the shared tuning
+        fields last. The UI orders the form by each property's `position`."""
+        schema = super().model_json_schema(*args, **kwargs)
+        props: dict[str, Any] = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        by_position = sorted(props, key=lambda key: props[key].get("position", len(props)))
+
+        def rank(key: str) -> int:
+            return 2 if key in cls._tuning_fields else 0 if key in required else 1
+
+        ordered = sorted(by_position, key=rank)  # stable: definition order within a rank
+        schema["properties"] = {k: {**props[k], "position": i} for i, k in enumerate(ordered)}
+        return schema
 
     @field_validator("source_id")
     @classmethod

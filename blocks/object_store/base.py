@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError
-from blocks.core.source import Candidate, DiscoverContext, SourceBlock
+from blocks.core.source import Candidate, DiscoverContext, SourceBlock, glob_key
 
 CHUNK_BYTES = 1024 * 1024
 AfterLanding = Literal["keep", "delete", "copy_to_archive", "move_to_archive"]
@@ -49,6 +49,7 @@ class ObjectStoreSource(SourceBlock):
     )
     pattern: str = Field(
         default="*",
+        **glob_key("key_pattern"),
         description=(
             "Glob on the key after the prefix, e.g. 'AXIS_{date:%Y%m%d}*.csv' "
             "('*' also matches '/'). Date templates allowed."

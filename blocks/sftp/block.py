@@ -17,8 +17,9 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, IngestError
+from blocks.core.logos import logo_url
 from blocks.core.run_logger import run_logger
-from blocks.core.source import Candidate, DiscoverContext, SourceBlock
+from blocks.core.source import Candidate, DiscoverContext, SourceBlock, glob_key
 from blocks.core.write_behind import ThreadedSink
 from blocks.sftp.connection import SftpConnection, SftpLogin, fingerprint
 from blocks.sftp.fast_read import SftpReadError, pipelined_download, ranged_readv
@@ -62,6 +63,15 @@ class SftpSource(SourceBlock):
 
     _block_type_name = "SFTP Source"
     _block_type_slug = "sftp-source"
+    _logo_url = logo_url("sftp-source")
+    _code_example = """
+```python
+from blocks import SftpSource
+
+source = SftpSource.load("BLOCK_NAME")
+print(source.test_connection())
+```
+"""
     _description = "Ingest files from an SFTP server (date templates, SHA256 sidecars)."
 
     host: str = Field(..., description="SFTP server host name or IP.")
@@ -88,6 +98,7 @@ class SftpSource(SourceBlock):
     remote_dir: str = Field(default=".", description="Remote folder to list.")
     pattern: str = Field(
         default="*",
+        **glob_key("file_pattern"),
         description=(
             "Glob on file names; {date:%Y%m%d} is the run's day, e.g. 'AXIS_{date:%Y%m%d}*.csv'."
         ),
