@@ -85,12 +85,18 @@ print(source.test_connection())
         "and sent with every request, next-page URLs included).",
     )
     method: Literal["GET", "POST"] = Field(default="GET", description="HTTP method.")
-    body: dict[str, Any] | None = Field(default=None, description="JSON body for POST.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    body: dict[str, Any] | None = Field(
+        default=None, description='JSON body for POST, e.g. {"status": "open", "limit": 100}.'
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra request headers, e.g. {"Accept": "application/json"}.',
+    )
     query_params: dict[str, str] = Field(
         default_factory=dict,
-        description="Query parameters, sent with every request (a key may not also be in the "
-        "query of base_url/path or be one the pagination, incremental or auth settings send).",
+        description='Query parameters, sent with every request, e.g. {"status": "open"} (a '
+        "key may not also be in the query of base_url/path or be one the pagination, "
+        "incremental or auth settings send).",
     )
     mode: Literal["records", "raw"] = Field(
         default="records", description="'records': paged records; 'raw': one response as is."

@@ -159,7 +159,8 @@ print(source.test_connection())
         "values, given in `query_parameters` (bound, never pasted into the SQL).",
     )
     query_parameters: dict[str, Any] = Field(
-        default_factory=dict, description="Values of the query's `:name` placeholders."
+        default_factory=dict,
+        description='Values of the query\'s `:name` placeholders, e.g. {"region": "EU"}.',
     )
     columns: list[str] = Field(
         default_factory=list, description="Columns to extract (empty: all, in table order)."

@@ -107,8 +107,8 @@ class WarehouseQuerySource(SourceBlock):
     parameters: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            "Values bound to the query's named placeholders. A text value may hold date "
-            "templates, e.g. '{date:%Y-%m-%d}' for the run's logical day."
+            'Values bound to the query\'s named placeholders, e.g. {"region": "EU"}. A text '
+            "value may hold date templates, e.g. '{date:%Y-%m-%d}' for the run's logical day."
         ),
     )
     incremental_column: str | None = Field(
