@@ -17,7 +17,7 @@ from blocks.core.defaults import default_landing_dir
 from blocks.core.errors import ConfigError, IngestError
 from blocks.core.events import emit_source_event
 from blocks.core.ledger import LandedRecord, QueueMessage
-from blocks.core.logos import logo_url
+from blocks.core.logos import code_example, logo_url
 from blocks.core.naming import check_source_id, landing_path, safe_relative_name, versioned_name
 
 _CHUNK = 1024 * 1024
@@ -54,14 +54,7 @@ class IngestionQueue(Block):
     _block_type_name = "Ingestion Queue"
     _block_type_slug = "ingestion-queue"
     _logo_url = logo_url("ingestion-queue")
-    _code_example = """
-```python
-from blocks import IngestionQueue
-
-queue = IngestionQueue.load("BLOCK_NAME")
-print(queue.landing_dir)
-```
-"""
+    _code_example = code_example("IngestionQueue", "queue", "print(queue.landing_dir)")
     _description = (
         "Landing directory plus a queue table in the ledger database; optionally triggers "
         "a downstream deployment per landed item."

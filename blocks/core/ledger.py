@@ -22,7 +22,7 @@ from blocks.core import ledger_schema as t
 from blocks.core import quiet_logs
 from blocks.core.defaults import default_ledger_path
 from blocks.core.errors import ConfigError, LedgerError
-from blocks.core.logos import logo_url
+from blocks.core.logos import code_example, logo_url
 
 _ENGINE_LOCK = threading.Lock()
 quiet_logs.install()  # no 'Created a new engine.' at INFO on every run and CLI call
@@ -110,15 +110,9 @@ class Ledger(Block):
     _block_type_name = "Ingest Ledger"
     _block_type_slug = "ingest-ledger"
     _logo_url = logo_url("ingest-ledger")
-    _code_example = """
-```python
-from blocks import Ledger
-
-ledger = Ledger.load("BLOCK_NAME")
-ledger.check()
-print(ledger.recent_runs(None, limit=5))
-```
-"""
+    _code_example = code_example(
+        "Ledger", "ledger", "ledger.check()\nprint(ledger.recent_runs(None, limit=5))"
+    )
     _description = (
         "Ledger of ingested items, runs and source state (watermarks) in a SQL database "
         "(SQLite by default, PostgreSQL in production)."

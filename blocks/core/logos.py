@@ -39,9 +39,20 @@ HOSTED: dict[str, str] = {
 }
 
 
-def logo_url(slug: str) -> str:
-    """The logo URL to register for block type `slug` (read when `blocks` is imported)."""
+def logo_url(slug: str) -> str | None:
+    """The logo URL to register for block type `slug` (read when `blocks` is imported);
+    None for a block type with no logo here yet (a new source shows Prefect's default)."""
+    if slug not in HOSTED:
+        return None
     base = os.environ.get("INGEST_LOGO_BASE_URL", "").strip()
     if base:
         return f"{base.rstrip('/')}/{slug}.svg"
     return HOSTED[slug]
+
+
+def code_example(class_name: str, variable: str, usage: str) -> str:
+    """The `_code_example` the block's catalog page shows: load a saved block, use it."""
+    return (
+        f"```python\nfrom blocks import {class_name}\n\n"
+        f'{variable} = {class_name}.load("BLOCK_NAME")\n{usage}\n```\n'
+    )

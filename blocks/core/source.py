@@ -40,6 +40,7 @@ from prefect.blocks.core import Block
 from pydantic import AliasChoices, Field, field_validator
 
 from blocks.core.errors import ConfigError
+from blocks.core.logos import code_example, logo_url
 from blocks.core.naming import SOURCE_ID_PATTERN, check_source_id
 from blocks.core.timezones import TimezoneName
 
@@ -153,6 +154,21 @@ class SourceBlock(Block):
     retry_delay_seconds: float = Field(
         default=2, ge=0, description="Base of the per-item exponential retry backoff."
     )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Give each source block type its catalog logo and code example from its slug and
+        class name, unless it sets its own (the nine sources share one usage)."""
+        super().__pydantic_init_subclass__(**kwargs)
+        slug = cls.__dict__.get("_block_type_slug")
+        if slug is None:
+            return
+        if "_logo_url" not in cls.__dict__:
+            cls._logo_url = logo_url(slug)
+        if "_code_example" not in cls.__dict__:
+            cls._code_example = code_example(
+                cls.__name__, "source", "print(source.test_connection())"
+            )
 
     # The shared tuning fields: the UI form shows them after the fields that say what the
     # source is (Prefect numbers form fields in definition order, base class first).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
-from blocks.core.logos import logo_url
+from blocks.core.logos import code_example, logo_url
 
 SIGNATURE_HEADER = "X-Ingest-Signature"
 TIMESTAMP_HEADER = "X-Ingest-Timestamp"
@@ -25,14 +25,7 @@ class WebhookEndpoint(Block):
     _block_type_name = "Ingest Webhook Endpoint"
     _block_type_slug = "ingest-webhook-endpoint"
     _logo_url = logo_url("ingest-webhook-endpoint")
-    _code_example = """
-```python
-from blocks import WebhookEndpoint
-
-endpoint = WebhookEndpoint.load("BLOCK_NAME")
-print(endpoint.deployment)
-```
-"""
+    _code_example = code_example("WebhookEndpoint", "endpoint", "print(endpoint.deployment)")
     _description = (
         "A signed webhook route that starts a source's deployment (HMAC-SHA256 secret, "
         "body size limit)."

@@ -17,7 +17,6 @@ from pydantic import Field, SecretStr
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, IngestError, PermanentError, UnsafeNameError
-from blocks.core.logos import logo_url
 from blocks.core.naming import safe_relative_name
 from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock, write_stream
 from blocks.http.auth import (
@@ -65,15 +64,6 @@ class RestApiSource(SourceBlock):
 
     _block_type_name = "REST API Source"
     _block_type_slug = "rest-api-source"
-    _logo_url = logo_url("rest-api-source")
-    _code_example = """
-```python
-from blocks import RestApiSource
-
-source = RestApiSource.load("BLOCK_NAME")
-print(source.test_connection())
-```
-"""
     _description = (
         "Ingest records from a REST API (auth, pagination, retries) or a plain HTTP pull."
     )

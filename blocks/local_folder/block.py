@@ -14,7 +14,6 @@ from pydantic import Field, model_validator
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, IngestError
-from blocks.core.logos import logo_url
 from blocks.core.naming import safe_relative_name
 from blocks.core.source import Candidate, DiscoverContext, SourceBlock, glob_key
 
@@ -41,15 +40,6 @@ class LocalFolderSource(SourceBlock):
 
     _block_type_name = "Local Folder Source"
     _block_type_slug = "local-folder-source"
-    _logo_url = logo_url("local-folder-source")
-    _code_example = """
-```python
-from blocks import LocalFolderSource
-
-source = LocalFolderSource.load("BLOCK_NAME")
-print(source.test_connection())
-```
-"""
     _description = "Ingest files from a local or mounted folder (glob, recursive, archive)."
 
     directory: str = Field(

@@ -14,7 +14,6 @@ from prefect_gcp import GcpCredentials
 from pydantic import Field, PrivateAttr
 
 from blocks.core.errors import ConfigError, CredentialsError, IngestError, is_retryable
-from blocks.core.logos import logo_url
 from blocks.core.source import Candidate, SkipItem
 from blocks.object_store.base import ObjectStoreSource, StoredObject
 
@@ -33,15 +32,6 @@ class GcsSource(ObjectStoreSource):
 
     _block_type_name = "GCS Source"
     _block_type_slug = "gcs-source"
-    _logo_url = logo_url("gcs-source")
-    _code_example = """
-```python
-from blocks import GcsSource
-
-source = GcsSource.load("BLOCK_NAME")
-print(source.test_connection())
-```
-"""
     _description = (
         "Ingest new objects from a Google Cloud Storage bucket (prefix, date-templated key "
         "pattern, newest or all new, archive/delete after landing)."

@@ -12,7 +12,6 @@ from prefect_aws import AwsCredentials
 from pydantic import Field
 
 from blocks.core.errors import ConfigError, CredentialsError, IngestError, is_retryable
-from blocks.core.logos import logo_url
 from blocks.core.source import Candidate, SkipItem, write_stream
 from blocks.object_store.base import CHUNK_BYTES, ObjectStoreSource, StoredObject
 
@@ -43,15 +42,6 @@ class S3Source(ObjectStoreSource):
 
     _block_type_name = "S3 Source"
     _block_type_slug = "s3-source"
-    _logo_url = logo_url("s3-source")
-    _code_example = """
-```python
-from blocks import S3Source
-
-source = S3Source.load("BLOCK_NAME")
-print(source.test_connection())
-```
-"""
     _description = (
         "Ingest new objects from an S3 bucket or S3-compatible store (prefix, date-templated "
         "key pattern, newest or all new, archive/delete after landing)."

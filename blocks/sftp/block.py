@@ -17,7 +17,6 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, IngestError
-from blocks.core.logos import logo_url
 from blocks.core.run_logger import run_logger
 from blocks.core.source import Candidate, DiscoverContext, SourceBlock, glob_key
 from blocks.core.write_behind import ThreadedSink
@@ -63,15 +62,6 @@ class SftpSource(SourceBlock):
 
     _block_type_name = "SFTP Source"
     _block_type_slug = "sftp-source"
-    _logo_url = logo_url("sftp-source")
-    _code_example = """
-```python
-from blocks import SftpSource
-
-source = SftpSource.load("BLOCK_NAME")
-print(source.test_connection())
-```
-"""
     _description = "Ingest files from an SFTP server (date templates, SHA256 sidecars)."
 
     host: str = Field(..., description="SFTP server host name or IP.")

@@ -19,7 +19,6 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, CredentialsError, IngestError, PermanentError
-from blocks.core.logos import logo_url
 from blocks.core.source import Candidate, DiscoverContext, SourceBlock, write_stream
 from blocks.http.transport import RetryPolicy, check_verify_tls, new_client, send_with_retries
 
@@ -37,15 +36,6 @@ class SharePointSource(SourceBlock):
 
     _block_type_name = "SharePoint Source"
     _block_type_slug = "sharepoint-source"
-    _logo_url = logo_url("sharepoint-source")
-    _code_example = """
-```python
-from blocks import SharePointSource
-
-source = SharePointSource.load("BLOCK_NAME")
-print(source.test_connection())
-```
-"""
     _description = "Ingest files from a SharePoint / OneDrive folder through Microsoft Graph."
 
     tenant_id: str = Field(..., description="Entra ID (Azure AD) tenant id or domain.")

@@ -57,7 +57,6 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from blocks.core import file_formats as formats
 from blocks.core import watermark_values as values
 from blocks.core.errors import ConfigError, IngestError, boundary_error, is_retryable
-from blocks.core.logos import logo_url
 from blocks.core.run_logger import run_logger
 from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock, unknown_option
 from blocks.core.timezones import TimezoneName
@@ -125,15 +124,6 @@ class SqlSource(SourceBlock):
 
     _block_type_name = "SQL Source"
     _block_type_slug = "sql-source"
-    _logo_url = logo_url("sql-source")
-    _code_example = """
-```python
-from blocks import SqlSource
-
-source = SqlSource.load("BLOCK_NAME")
-print(source.test_connection())
-```
-"""
     _description = (
         "Incremental extraction of a PostgreSQL or MySQL/MariaDB table or query to CSV, "
         "JSONL or Parquet files, with a lossless watermark kept in the ingest ledger."

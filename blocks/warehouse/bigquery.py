@@ -11,7 +11,6 @@ from pydantic import Field
 
 from blocks.core.errors import ConfigError, CredentialsError, is_retryable
 from blocks.core.file_formats import Column
-from blocks.core.logos import logo_url
 from blocks.core.watermark_values import value_kind
 from blocks.warehouse.query import QueryResult, WarehouseQueryError, WarehouseQuerySource, scrub
 
@@ -81,15 +80,6 @@ class BigQueryQuerySource(WarehouseQuerySource):
 
     _block_type_name = "BigQuery Query Source"
     _block_type_slug = "bigquery-query-source"
-    _logo_url = logo_url("bigquery-query-source")
-    _code_example = """
-```python
-from blocks import BigQueryQuerySource
-
-source = BigQueryQuerySource.load("BLOCK_NAME")
-print(source.test_connection())
-```
-"""
     _description = (
         "Export a BigQuery query (named parameters, optional incremental watermark with a "
         "lag window) to CSV, JSON Lines or Parquet, landed exactly once."

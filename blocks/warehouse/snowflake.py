@@ -11,7 +11,6 @@ from pydantic import Field
 
 from blocks.core.errors import ConfigError, CredentialsError, is_retryable
 from blocks.core.file_formats import Column
-from blocks.core.logos import logo_url
 from blocks.warehouse.query import QueryResult, WarehouseQueryError, WarehouseQuerySource, scrub
 
 # Snowflake error numbers that mean "the login was refused" (wrong password, locked or
@@ -59,15 +58,6 @@ class SnowflakeQuerySource(WarehouseQuerySource):
 
     _block_type_name = "Snowflake Query Source"
     _block_type_slug = "snowflake-query-source"
-    _logo_url = logo_url("snowflake-query-source")
-    _code_example = """
-```python
-from blocks import SnowflakeQuerySource
-
-source = SnowflakeQuerySource.load("BLOCK_NAME")
-print(source.test_connection())
-```
-"""
     _description = (
         "Export a Snowflake query (bound parameters, optional incremental watermark with a "
         "lag window) to CSV, JSON Lines or Parquet, landed exactly once."
