@@ -108,7 +108,7 @@ def reconcile_runs(
     `ingest-ops install-automations` installs, and the next health check closes it.
     When the Prefect API cannot be read, only id-less rows are considered.
     """
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     rows = ledger.open_runs()
     if not rows:
         return []
@@ -118,7 +118,7 @@ def reconcile_runs(
         run_id = str(row["flow_run_id"] or "")
         started = row["started_at"]
         if started.tzinfo is None:
-            started = started.replace(tzinfo=dt.timezone.utc)
+            started = started.replace(tzinfo=dt.UTC)
         if states is None and run_id:
             continue  # Prefect unreachable: do not guess
         state = (states or {}).get(run_id)
@@ -387,7 +387,7 @@ def ingest_health(
     if not 0 < abandon_after_hours <= 24 * 365:
         raise ConfigError("abandon_after_hours", "must be more than 0 and at most 8760")
     logger = get_run_logger()
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if now.tzinfo is None:
         raise ConfigError("now", "must carry a time zone")
     expected = expected or {}

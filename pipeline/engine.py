@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,7 +161,7 @@ def discover(
     if source.stability_seconds:
         time.sleep(source.stability_seconds)
         listed = take_stable(listed, source.discover(ctx))
-    ready = take_ready(source, listed, datetime.now(timezone.utc))
+    ready = take_ready(source, listed, datetime.now(UTC))
     good: list[Candidate] = []
     refused: list[ItemOutcome] = []
     for cand in ready:
@@ -210,7 +210,7 @@ def dedupe(
     """One set-based ledger query for the whole listing."""
     since = None
     if source.dedupe_window_days:
-        since = datetime.now(timezone.utc) - timedelta(days=source.dedupe_window_days)
+        since = datetime.now(UTC) - timedelta(days=source.dedupe_window_days)
     known = (
         {} if force else ledger.known_items(source.source_id, (c.name for c in candidates), since)
     )

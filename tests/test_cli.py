@@ -204,7 +204,7 @@ def test_sources_rrule_on_one_line_and_overlap_cancelled_runs_are_skipped(prefec
 def test_pause_cancels_runs_that_have_not_started(prefect_api):
     from prefect.states import Scheduled
 
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     with get_client(sync_client=True) as client:
         dep_id, deployment = _deploy(client, "ops-cli-pause")
         waiting = [

@@ -32,7 +32,7 @@ from flows.health import (
     source_health,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _run(ledger, source, status, day=None):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
@@ -112,7 +112,7 @@ def test_concurrent_records_of_one_item_make_one_row(ledger: Ledger) -> None:
 
 
 def test_timestamps_come_back_aware_utc(ledger: Ledger) -> None:
-    mtime = datetime(2025, 1, 10, 12, 0, tzinfo=timezone.utc)
+    mtime = datetime(2025, 1, 10, 12, 0, tzinfo=UTC)
     ledger.record_landed(_record("t.csv", remote_mtime=mtime))
     (row,) = ledger.recent_items("src")
     assert row["remote_mtime"] == mtime and row["created_at"].tzinfo is not None

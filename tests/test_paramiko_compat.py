@@ -89,9 +89,7 @@ def test_give_back_window_keeps_a_small_window_flowing(sshd, remote, monkeypatch
         c.sftp.get_channel().settimeout(10)
         with c.sftp.open(str(remote / "f.bin"), "rb") as fh:
             out = io.BytesIO()
-            assert pipelined_download(c.sftp, fh.handle, len(data), out, 32 * 1024, 8) == len(
-                data
-            )
+            assert pipelined_download(c.sftp, fh.handle, len(data), out, 32 * 1024, 8) == len(data)
         assert out.getvalue() == data
     finally:
         c.close()

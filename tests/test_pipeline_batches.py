@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -16,7 +16,7 @@ from pipeline.engine import SMALL_ITEM_BYTES, landed_files, plan_batches
 from tests.landed_rows import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def cand(name: str, size: int | None) -> Candidate:

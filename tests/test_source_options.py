@@ -4,7 +4,7 @@ reach the source only through the generic `options` parameter."""
 from __future__ import annotations
 
 import inspect
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
@@ -18,7 +18,7 @@ from tests.landed_rows import counts, landed, read_rows, run_flow
 from tests.sql_servers import pg_source  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-UTC = timezone.utc
+UTC = UTC
 PAST = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 

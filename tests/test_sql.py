@@ -7,7 +7,7 @@ the extraction and the ledger record.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow.parquet as pq
@@ -22,7 +22,7 @@ from tests.landed_rows import counts, delivered_ids, landed, read_rows, run_flow
 from tests.sql_servers import SourceDb, my_source, pg_source  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-UTC = timezone.utc
+UTC = UTC
 PAST = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 

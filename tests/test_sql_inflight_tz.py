@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -23,7 +23,7 @@ from tests.sql_servers import SourceDb, mariadb_database, mariadb_server_in_tz
 from tests.test_sql import run, source_for, watermark
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-UTC = timezone.utc
+UTC = UTC
 SLOW_ROWS = 501
 
 

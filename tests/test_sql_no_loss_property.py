@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +250,7 @@ def settle_and_finish(h: Harness) -> None:
     `max_files` files of `max_rows_per_file` rows, and its bound is held below any
     transaction open on the server (MariaDB's INNODB_TRX is server-wide: another test's
     open transaction holds this source back, which is not a loss)."""
-    writes_done = datetime.now(timezone.utc)
+    writes_done = datetime.now(UTC)
     time.sleep(1.6)
     deadline = time.monotonic() + 120
     while True:
@@ -505,12 +505,12 @@ def test_warehouse_time_bound_is_a_value_every_precision_can_store() -> None:
     """Snowflake `TIMESTAMP_*(0..5)` / whole-second columns: the window's bound is cut to
     a whole second, so a row stamped after the bound in the same second (stored truncated
     or rounded to the column's precision) is not stored below it."""
-    from datetime import date, datetime, timezone
+    from datetime import date, datetime
     from zoneinfo import ZoneInfo
 
     from blocks.warehouse.watermark import upper_bound
 
-    now = datetime(2026, 7, 1, 12, 0, 5, 734_512, tzinfo=timezone.utc)
+    now = datetime(2026, 7, 1, 12, 0, 5, 734_512, tzinfo=UTC)
     paris = ZoneInfo("Europe/Paris")
     assert upper_bound(now, 0, "timestamp", paris) == now.replace(microsecond=0)
     assert upper_bound(now, 1.5, "datetime", paris) == datetime(2026, 7, 1, 14, 0, 4)

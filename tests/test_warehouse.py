@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -62,7 +62,7 @@ from tests.warehouse_servers import (  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 DAY = date(2026, 3, 14)
-UTC = timezone.utc
+UTC = UTC
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -117,7 +117,7 @@ def sf_now(server: FakeSnow) -> datetime:
     try:
         cur = conn.cursor()
         cur.execute("SELECT CURRENT_TIMESTAMP()")
-        return cur.fetchone()[0].astimezone(timezone.utc).replace(tzinfo=None)
+        return cur.fetchone()[0].astimezone(UTC).replace(tzinfo=None)
     finally:
         conn.close()
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -45,7 +44,7 @@ def check_run_date(day: date | None, timezone: str | None = None) -> None:
         tomorrow = datetime.now(ZoneInfo(timezone)).date() + timedelta(days=1)
         where = f"in {timezone}"
     else:
-        tomorrow = (datetime.now(dt_timezone.utc) + _MAX_UTC_OFFSET).date() + timedelta(days=1)
+        tomorrow = (datetime.now(UTC) + _MAX_UTC_OFFSET).date() + timedelta(days=1)
         where = "anywhere"
     if day > tomorrow:
         raise ConfigError("date", f"{day} is later than tomorrow ({tomorrow} {where})")

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-UTC = timezone.utc
+UTC = UTC
 WATERMARK_KINDS = ("int", "decimal", "float", "str", "date", "datetime", "timestamp")
 
 

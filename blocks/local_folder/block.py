@@ -6,7 +6,7 @@ import fnmatch
 import os
 import shutil
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -118,7 +118,7 @@ class LocalFolderSource(SourceBlock):
             cand = Candidate(
                 name=rel,
                 size=st.st_size,
-                mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
+                mtime=datetime.fromtimestamp(st.st_mtime, tz=UTC),
                 version=_fingerprint(st),
                 ref=str(path),
             )
@@ -182,6 +182,6 @@ class LocalFolderSource(SourceBlock):
             )
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
                 target = target.with_name(f"{target.name}.{stamp}")
             shutil.move(str(path), str(target))

@@ -9,7 +9,7 @@ import re
 import stat
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, Literal
 
 import paramiko
@@ -240,7 +240,7 @@ class SftpSource(SourceBlock):
                     expected = self._read_sidecar(name + ext)
                 elif self.require_checksum:
                     continue  # sidecar not there yet: leave the file for a later run
-            mtime = datetime.fromtimestamp(entry.st_mtime or 0, tz=timezone.utc)
+            mtime = datetime.fromtimestamp(entry.st_mtime or 0, tz=UTC)
             # the name goes through unchanged: the pipeline refuses unsafe names itself
             yield Candidate(
                 name=name,
@@ -387,7 +387,7 @@ class SftpSource(SourceBlock):
                 target = posixpath.join(self.archive_dir or "", name)
                 try:
                     sftp.stat(target)
-                    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+                    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
                     target = f"{target}.{stamp}"
                 except FileNotFoundError:
                     pass

@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
@@ -64,7 +64,7 @@ from blocks.core.write_behind import ThreadedSink
 from blocks.sql import dialects as dialects
 from blocks.sql import watermark as wm
 
-UTC = timezone.utc
+UTC = UTC
 _WHERE = "SqlSource"
 
 

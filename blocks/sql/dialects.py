@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection, text
@@ -85,7 +85,7 @@ def fraction_digits(conn: Connection, dialect: str, description: Any) -> int:
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # INNODB_TRX.trx_started is a DATETIME (whole seconds) in the server process's own SYSTEM
