@@ -556,7 +556,7 @@ class _Retry(list):
 
 def _count(summary: RunSummary, outcome: ItemOutcome) -> None:
     if outcome.status == "landed":
-        summary.landed += 1
+        summary.note_landed(outcome.name)
         summary.bytes += outcome.bytes
     elif outcome.status == "skipped":
         summary.skipped += 1

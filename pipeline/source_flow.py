@@ -22,7 +22,7 @@ from blocks.core.source import SourceBlock
 from blocks.core.timezones import check_run_date
 from pipeline.block_loading import load_named_block, load_shared_blocks
 from pipeline.engine import retry_if_transient, run_source
-from pipeline.summary import RunSummary
+from pipeline.summary import LANDED_NAMES_MAX, RunSummary
 
 PARAMETER_DOCS = """
 Args:
@@ -100,6 +100,8 @@ def source_flow(block_cls: type[SourceBlock], name: str, summary: str) -> Flow[.
         day = (date or source.today()).isoformat()
         totals: dict[str, Any] = RunSummary(source=source.source_id, partition_date=day).counts()
         totals["runs"] = 0
+        totals["landed_names"] = []
+        totals["landed_names_truncated"] = False
         try:
             if source.check_before_run:
                 source.preflight()
@@ -139,10 +141,14 @@ def source_flow(block_cls: type[SourceBlock], name: str, summary: str) -> Flow[.
 
 
 def _add(totals: dict[str, Any], summary: RunSummary) -> None:
-    """Fold one pipeline pass into the flow's totals (counts summed, last status)."""
+    """Fold one pipeline pass into the flow's totals (counts summed, last status, the
+    first LANDED_NAMES_MAX landed names; `landed_names_truncated` when more landed)."""
     counts = summary.counts()
     totals["runs"] += 1
     totals["partition_date"] = counts["partition_date"]
     totals["status"] = counts["status"]
     for key in _COUNTS:
         totals[key] += counts.get(key) or 0
+    room = LANDED_NAMES_MAX - len(totals["landed_names"])
+    totals["landed_names"] += summary.landed_names[:room]
+    totals["landed_names_truncated"] = totals["landed"] > len(totals["landed_names"])

@@ -8,6 +8,10 @@ from typing import Any
 
 from prefect.artifacts import create_table_artifact
 
+# A run's result lists at most this many landed names (a run of 100k files would otherwise
+# return, and persist, a multi-megabyte result); the counts stay exact.
+LANDED_NAMES_MAX = 1000
+
 
 @dataclass
 class RunSummary:
@@ -21,9 +25,16 @@ class RunSummary:
     seconds: float = 0.0
     status: str = "running"
     failures: list[dict[str, str]] = field(default_factory=list)
+    landed_names: list[str] = field(default_factory=list)  # first LANDED_NAMES_MAX
 
     def counts(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "failures"}
+        return {k: v for k, v in asdict(self).items() if k not in ("failures", "landed_names")}
+
+    def note_landed(self, name: str) -> None:
+        """Count one landed item; its name is kept while fewer than LANDED_NAMES_MAX are."""
+        self.landed += 1
+        if len(self.landed_names) < LANDED_NAMES_MAX:
+            self.landed_names.append(name)
 
     def mb_per_second(self) -> float:
         return self.bytes / 1e6 / self.seconds if self.seconds else 0.0

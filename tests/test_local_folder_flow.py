@@ -77,6 +77,8 @@ def test_lands_new_files_once_and_rerun_lands_nothing(save_block, ledger, queue,
     first = counts(state)
     assert (first["listed"], first["landed"], first["skipped"], first["failed"]) == (3, 3, 0, 0)
     assert first["bytes"] == 12
+    assert sorted(first["landed_names"]) == ["a.csv", "b.csv", "sub/c.csv"]
+    assert first["landed_names_truncated"] is False
     day = first["partition_date"].replace("-", "/")
     landed = sorted(
         str(p.relative_to(queue.landing_root)) for p in landed_files(queue.landing_root)
@@ -88,10 +90,31 @@ def test_lands_new_files_once_and_rerun_lands_nothing(save_block, ledger, queue,
 
     again = counts(run(save_block, ledger, queue, source))
     assert (again["listed"], again["landed"], again["skipped"]) == (3, 0, 3)
+    assert (again["landed_names"], again["landed_names_truncated"]) == ([], False)
     assert QueueConsumer(ledger, "c").pending_count("partner") == 3
     assert ledger.count_items("partner") == 3
     (last_run, previous_run) = ledger.recent_runs("partner", limit=2)
     assert (last_run["status"], last_run["skipped"], previous_run["landed"]) == ("completed", 3, 3)
+
+
+def test_result_lists_landed_names_up_to_the_bound(
+    save_block, sqlite_ledger, queue, inbox, monkeypatch
+) -> None:
+    """Past the bound the result keeps the first names and says it cut the list; the
+    counts stay exact."""
+    import pipeline.source_flow
+    import pipeline.summary
+
+    monkeypatch.setattr(pipeline.summary, "LANDED_NAMES_MAX", 2)
+    monkeypatch.setattr(pipeline.source_flow, "LANDED_NAMES_MAX", 2)
+    for name in ("a.csv", "b.csv", "c.csv"):
+        write(inbox / name, name)
+    source = LocalFolderSource(source_id="bounded", directory=str(inbox))
+    result = counts(run(save_block, sqlite_ledger, queue, source))
+    assert result["landed"] == 3
+    assert len(result["landed_names"]) == 2
+    assert set(result["landed_names"]) < {"a.csv", "b.csv", "c.csv"}
+    assert result["landed_names_truncated"] is True
 
 
 def test_summary_artifact_is_published(save_block, sqlite_ledger, queue, inbox, caplog) -> None:
