@@ -285,6 +285,7 @@ class Ledger(Block):
             partition_date=record.partition_date.isoformat() if record.partition_date else None,
             flow_run_id=record.flow_run_id,
             status=record.status,
+            error=None,  # a forced re-land clears the retention flow's 'pruned' marker
             updated_at=now,
         )
         c = t.items.c
