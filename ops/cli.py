@@ -3,6 +3,7 @@
     ingest-ops [--json] sources [--tag ingest] [--last-n 20]
     ingest-ops [--json] test-connection <block-type-slug>/<block-name>
     ingest-ops [--json] run <flow>/<deployment> [--date D] [--force] [--param k=v ...]
+                        [--ignore-overlap-limit [--by WHO] [--reason TEXT]]
     ingest-ops [--json] backfill <flow>/<deployment> START END [--force] [--max-parallel-days 2]
                         [--allow-empty-days]
                         [--via ingest-backfill/backfill | --local]
@@ -11,6 +12,7 @@
     ingest-ops [--json] runs [--source S] [--limit 20] [--ledger-block NAME]
     ingest-ops [--json] health [--ledger-block NAME] [--last-n 20] [--abandon-after-hours 24]
     ingest-ops [--json] install-automations [--grace-seconds 240]
+    ingest-ops metrics [--host 127.0.0.1] [--port 9464] [--ledger-block NAME]
 
 Also runnable as `python -m ops.cli`. Errors go to stderr with exit code 1 (2 for usage).
 """
@@ -247,14 +249,100 @@ def _start(deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+OVERRIDE_TAG = "overlap-limit-ignored"
+OVERRIDE_EVENT = "ingest.overlap-limit.ignored"
+
+
+def _run_ignoring_overlap(
+    deployment: str, parameters: dict[str, Any], by: str, reason: str | None
+) -> dict[str, Any]:
+    """Run the deployment's flow in this process, outside its concurrency limit.
+
+    The server enforces a deployment's limit when a run of the deployment goes Pending
+    (`SecureFlowConcurrencySlots`), and when a run of the deployment that holds no lease
+    leaves Running it releases one slot (`ReleaseFlowConcurrencySlots`): a deployment run
+    forced past the limit would free the slot of the run that holds it, and the next
+    scheduled run would overlap that one. So the override run is the deployment's flow
+    (its entrypoint, its parameters overlaid with the given ones) called here, a flow run
+    with no deployment: the limit neither stops it nor is changed by it. It carries the tag
+    `overlap-limit-ignored` and `deployment:<flow>/<deployment>`, logs who asked, and an
+    `ingest.overlap-limit.ignored` event names the deployment, the flow run and who asked.
+    The deployment's work pool, job variables and infrastructure are not used.
+    """
+    from prefect import tags
+    from prefect.client.orchestration import get_client
+    from prefect.events import emit_event
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.logging.loggers import flow_run_logger
+
+    async def read() -> Any:
+        async with get_client() as client:
+            dep_id = await _deployment_id(client, deployment)
+            return await client.read_deployment(dep_id)
+
+    dep = asyncio.run(read())
+    if not dep.entrypoint:
+        _fail(f"deployment {deployment!r} has no entrypoint to run")
+    try:
+        flow_obj = load_flow_from_entrypoint(dep.entrypoint, use_placeholder_flow=False)
+    except Exception as exc:
+        _fail(f"deployment {deployment!r}: cannot load {dep.entrypoint!r} here: {exc}")
+    params = {**(dep.parameters or {}), **parameters}
+    note = (
+        f"overlap limit of deployment {deployment} ignored on request of {by} "
+        f"(ingest-ops run --ignore-overlap-limit){': ' + reason if reason else ''}"
+    )
+    typer.echo(f"warning: {note}", err=True)
+
+    def announce(flow: Any, flow_run: Any, state: Any) -> None:
+        flow_run_logger(flow_run, flow).warning(note)
+        emit_event(
+            event=OVERRIDE_EVENT,
+            resource={
+                "prefect.resource.id": f"prefect.deployment.{dep.id}",
+                "prefect.resource.name": deployment,
+            },
+            related=[
+                {
+                    "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                    "prefect.resource.role": "flow-run",
+                    "prefect.resource.name": flow_run.name,
+                }
+            ],
+            payload={"by": by, "reason": reason, "flow_run_id": str(flow_run.id)},
+        )
+
+    with tags(*(dep.tags or []), OVERRIDE_TAG, f"deployment:{deployment}"):
+        state = flow_obj.with_options(on_running=[announce])(**params, return_state=True)
+    result = state.result(raise_on_failure=False)
+    return {
+        "deployment": deployment,
+        "flow_run_id": str(state.state_details.flow_run_id),
+        "state": state.name,
+        "overlap_limit_ignored_by": by,
+        "parameters": parameters,
+        "result": result if isinstance(result, (dict, list, int, float, str)) else str(result),
+    }
+
+
 @app.command()
 def run(
     deployment: str = typer.Argument(..., help="<flow name>/<deployment name>"),
     date: dt.datetime = typer.Option(None, formats=["%Y-%m-%d"], help="Logical day."),
     force: bool = typer.Option(False, help="Re-land items already in the ledger."),
     param: list[str] = typer.Option([], help="Extra parameter key=value (JSON values)."),
+    ignore_overlap_limit: bool = typer.Option(
+        False,
+        "--ignore-overlap-limit",
+        help="Run now even while another run holds the deployment's concurrency slot: the "
+        "deployment's flow runs in this process (not on the worker), logged and evented as "
+        "an override. Has nothing to do with --force.",
+    ),
+    by: str = typer.Option(None, help="Who asked for --ignore-overlap-limit (default: $USER)."),
+    reason: str = typer.Option(None, help="Why (logged with --ignore-overlap-limit)."),
 ) -> None:
-    """Start a deployment run now (the deployment's overlap policy applies)."""
+    """Start a deployment run now (the deployment's overlap policy applies, unless
+    --ignore-overlap-limit: then the flow runs here, waited for, outside the limit)."""
     from blocks.core.errors import ConfigError
     from blocks.core.timezones import check_run_date
 
@@ -267,6 +355,16 @@ def run(
         parameters["date"] = date.date().isoformat()
     if force:
         parameters["force"] = True
+    if (by or reason) and not ignore_overlap_limit:
+        _fail("--by and --reason go with --ignore-overlap-limit")
+    if ignore_overlap_limit:
+        import getpass
+
+        out = _run_ignoring_overlap(deployment, parameters, by or getpass.getuser(), reason)
+        _emit(out)
+        if out["state"] != "Completed":
+            raise typer.Exit(1)
+        return
     _emit(_start(deployment, parameters))
 
 
@@ -569,6 +667,42 @@ def install_automations(
         _emit(install(grace_seconds))
     except ValueError as exc:
         _fail(str(exc))
+
+
+@app.command()
+def metrics(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(9464, min=1, max=65535),
+    ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
+    prefect: bool = typer.Option(
+        True, "--prefect/--no-prefect", help="Also count skipped runs from the Prefect API."
+    ),
+) -> None:
+    """Serve Prometheus metrics on http://HOST:PORT/metrics until stopped: runs by state,
+    items landed/failed/skipped, bytes, run-duration histogram, queue backlog, last success
+    (per source, from the ledger) and runs skipped by the overlap policy or a pause (per
+    deployment, from the Prefect API). Read at each scrape."""
+    import signal
+    import threading
+
+    from ops.metrics import serve
+
+    led = _ledger(ledger_block)
+    try:
+        led.check()
+    except Exception as exc:  # noqa: BLE001
+        _fail(str(exc))
+    server, _thread = serve(led, host, port, prefect)
+    typer.echo(f"serving metrics on http://{host}:{port}/metrics", err=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        led.dispose()
 
 
 if __name__ == "__main__":

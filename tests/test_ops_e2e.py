@@ -480,6 +480,107 @@ def test_backfill_three_days_once_then_nothing(env: Env, worker, stores):
     ledger.dispose()
 
 
+def _cli(env: Env, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", "--json", *args],
+        cwd=ROOT, env=env.vars, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_ignore_overlap_limit_runs_beside_the_slot_holder(env: Env, worker, stores):
+    """`run --ignore-overlap-limit` runs while another run holds the CANCEL_NEW slot; a
+    normal run before and after it is still skipped (the override took and freed no slot),
+    the override is in the run's logs, tags and an event; `ingest-ops metrics` counts the
+    skips per deployment."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.deployments import run_deployment
+    from prefect.events.filters import EventFilter, EventNameFilter
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ops.cli import OVERRIDE_EVENT, OVERRIDE_TAG
+
+    skip = yaml.safe_load((ROOT / "prefect.yaml").read_text())["definitions"]["overlap"]["skip"]
+    hold = _base("slow-hold", "tests.ops_flows:slow", concurrency_limit=skip,
+                 parameters={"seconds": 60})  # fmt: skip
+    deploy_test_copy(env, [hold])
+    name = "ops-slow/slow-hold"
+
+    def normal_run_is_skipped() -> None:
+        out = _cli(env, "run", name, "--param", "seconds=1")
+        assert out.returncode == 0, out.stderr
+        run = wait_final(client, UUID(json.loads(out.stdout)["flow_run_id"]))
+        assert run.state_name == "Cancelled", (run.state, env.log("worker"))
+        assert "concurrency limit" in (run.state.message or "")
+
+    with get_client(sync_client=True) as client:
+        holder = run_deployment(name, timeout=0)
+        deadline = time.monotonic() + 120
+        while client.read_flow_run(holder.id).state_name != "Running":
+            assert time.monotonic() < deadline, env.log("worker")
+            time.sleep(0.5)
+        normal_run_is_skipped()
+        out = _cli(env, "run", name, "--ignore-overlap-limit", "--param", "seconds=2",
+                   "--by", "alice", "--reason", "late partner file")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+        assert (got["state"], got["result"], got["overlap_limit_ignored_by"]) == (
+            "Completed",
+            2.0,
+            "alice",
+        )
+        assert "ignored on request of alice" in out.stderr
+        assert client.read_flow_run(holder.id).state_name == "Running"
+        override = client.read_flow_run(UUID(got["flow_run_id"]))
+        assert override.state_name == "Completed" and override.deployment_id is None
+        assert {OVERRIDE_TAG, f"deployment:{name}"} <= set(override.tags)
+        deadline = time.monotonic() + 30
+        while True:  # the run's logs reach the API in batches
+            logs = client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[override.id])), limit=200
+            )
+            if any(
+                "ignored on request of alice" in r.message and "late partner file" in r.message
+                for r in logs
+            ):
+                break
+            assert time.monotonic() < deadline, ([r.message for r in logs], out.stderr)
+            time.sleep(1)
+        deadline = time.monotonic() + 30
+        while not (
+            events := client.read_events(
+                EventFilter(event=EventNameFilter(name=[OVERRIDE_EVENT])), limit=50
+            )
+        ).events:
+            assert time.monotonic() < deadline, "no override event"
+            time.sleep(1)
+        (event,) = events.events
+        assert event.payload["by"] == "alice"
+        assert event.resource["prefect.resource.name"] == name
+        assert str(override.id) in event.payload["flow_run_id"]
+        normal_run_is_skipped()  # the holder still holds the slot
+        assert client.read_flow_run(holder.id).state_name == "Running"
+        assert wait_final(client, holder.id, 120).state_name == "Completed"
+
+    port = free_port()
+    metrics = env.start(
+        "metrics", sys.executable, "-m", "ops.cli", "metrics", "--host", "127.0.0.1",
+        "--port", str(port), "--ledger-block", "e2e-ledger",
+    )  # fmt: skip
+    assert wait_http(f"http://127.0.0.1:{port}/metrics", 60, metrics), env.log("metrics")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(
+            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=60).text
+        )
+        for s in family.samples
+    }
+    key = (("deployment", name), ("reason", "overlap"), ("source_block", ""))
+    assert samples[("ingest_runs_skipped_total", key)] == 2, samples
+    assert samples[("ingest_prefect_api_up", ())] == 1
+    metrics.send_signal(signal.SIGTERM)
+    assert metrics.wait(30) == 0, env.log("metrics")
+
+
 def test_sigterm_to_worker_during_a_run_ends_cleanly(env: Env, worker):
     """Last: stops the module's worker. The interrupted run ends Crashed, not Running."""
     from prefect.deployments import run_deployment
