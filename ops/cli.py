@@ -11,6 +11,8 @@
     ingest-ops [--json] ledger [--source S] [--limit 20] [--ledger-block NAME]
     ingest-ops [--json] runs [--source S] [--limit 20] [--ledger-block NAME]
     ingest-ops [--json] health [--ledger-block NAME] [--last-n 20] [--abandon-after-hours 24]
+    ingest-ops [--json] retention [--days 30] [--source-days S=N ...] [--apply]
+                        [--ledger-block NAME] [--queue-block NAME]
     ingest-ops [--json] install-automations [--grace-seconds 240]
     ingest-ops metrics [--host 127.0.0.1] [--port 9464] [--ledger-block NAME]
 
@@ -521,8 +523,11 @@ def ledger(
 def trigger_of(run: Any) -> str:
     """What started a flow run: `webhook` (a `trigger` parameter: the receiver passes the
     request body), `backfill` (a subflow: the backfill flow runs each day as one),
-    `schedule` (auto-scheduled), `automation`, `manual` (UI, CLI, API on a deployment) or
-    `local` (the flow called in a Python process, no deployment)."""
+    `schedule` (auto-scheduled), `automation`, `manual` (UI, CLI, API on a deployment),
+    `override` (`ingest-ops run --ignore-overlap-limit`) or `local` (the flow called in a
+    Python process, no deployment)."""
+    if OVERRIDE_TAG in (run.tags or []):
+        return "override"
     if (run.parameters or {}).get("trigger") is not None:
         return "webhook"
     if run.parent_task_run_id is not None:
@@ -650,6 +655,56 @@ def health(
     finally:
         led.dispose()
     _emit(rows)
+
+
+@app.command()
+def retention(
+    days: int = typer.Option(None, help="Retention in days for every source in the ledger."),
+    source_days: list[str] = typer.Option(
+        [], "--source-days", help="SOURCE=DAYS for one source (repeatable); overrides --days."
+    ),
+    apply: bool = typer.Option(False, "--apply", help="Delete (default: dry run, report only)."),
+    ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
+    queue_block: str = typer.Option(None, help="Ingestion Queue block (default: local)."),
+) -> None:
+    """Prune acked queue messages, finished run rows and landed files older than N days per
+    source (the `ingest-retention` flow's work, run here). Dry run unless --apply; exit 1
+    when a landed path was refused or could not be deleted."""
+    from blocks.core.errors import IngestError
+    from blocks.core.ingestion_queue import IngestionQueue
+    from flows.retention import known_sources, prune_source, resolve_days
+    from pipeline.block_loading import load_named_block
+
+    overrides: dict[str, int] = {}
+    for item in source_days:
+        name, _, value = item.partition("=")
+        try:
+            overrides[name] = int(value)
+        except ValueError:
+            _fail(f"--source-days: {item!r} is not SOURCE=DAYS")
+    led = _ledger(ledger_block)
+    try:
+        queue = (
+            load_named_block(IngestionQueue, queue_block, "--queue-block")
+            if queue_block
+            else IngestionQueue()
+        )
+        plan = resolve_days(days, overrides, known_sources(led))
+        now = dt.datetime.now(dt.UTC)
+        results = [
+            prune_source(led, queue.landing_root, s, n, now, dry_run=not apply)
+            for s, n in plan.items()
+        ]
+    except IngestError as exc:  # bad days, unknown source, unreachable ledger: one line
+        where = getattr(exc, "where", "")
+        option = {"days": "--days"}.get(where) or where.replace("source_days.", "--source-days ")
+        _fail(f"{option}: {str(exc).removeprefix(where + ': ')}" if where else str(exc))
+    finally:
+        led.dispose()
+    _emit([r.row() for r in results])
+    problems = [p for r in results for p in r.problems]
+    if problems:
+        _fail(f"{len(problems)} landed path(s) refused or not deleted: {problems[0]}")
 
 
 @app.command("install-automations")

@@ -232,6 +232,8 @@ def test_runs_shows_counts_duration_and_trigger(save_block, sqlite_ledger):
     from prefect import flow, task
     from prefect.settings import PREFECT_API_URL
 
+    from ops.cli import OVERRIDE_TAG
+
     @flow(name="ops-cli-runs-local")
     def local_flow() -> None:
         """Never run: a flow run created through the API."""
@@ -261,6 +263,7 @@ def test_runs_shows_counts_duration_and_trigger(save_block, sqlite_ledger):
         task_run = client.create_task_run(day_task, parent.id, dynamic_key="0")
         sub = client.create_flow_run(flow=local_flow, parent_task_run_id=task_run.id)
         local = client.create_flow_run(flow=local_flow)
+        override = client.create_flow_run(flow=local_flow, tags=[OVERRIDE_TAG, "deployment:x/y"])
     src = f"runs{uuid.uuid4().hex[:6]}"
     expected = {}
     for kind, run in [
@@ -269,6 +272,7 @@ def test_runs_shows_counts_duration_and_trigger(save_block, sqlite_ledger):
         ("webhook", hook),
         ("backfill", sub),
         ("local", local),
+        ("override", override),
     ]:
         row = sqlite_ledger.start_run(src, str(run.id), dt.date(2026, 3, 1))
         counts = {"listed": 3, "landed": 2, "skipped": 1, "bytes": 2_500_000, "seconds": 1.5}
@@ -293,7 +297,7 @@ def test_runs_shows_counts_duration_and_trigger(save_block, sqlite_ledger):
         "started_at", "source", "date", "status", "trigger", "items", "skipped", "failed",
         "MB", "seconds", "flow_run",
     ]  # fmt: skip
-    assert len(lines) == 5 and all(" 2/3 " in x and " 2.50 " in x and "1.50" in x for x in lines)
+    assert len(lines) == 6 and all(" 2/3 " in x and " 2.50 " in x and "1.50" in x for x in lines)
     _, everything = cli("runs", "--ledger-block", led, "--limit", "100")
     assert {r["source"] for r in everything} == {src, "other-source"}
 
