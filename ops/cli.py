@@ -315,7 +315,8 @@ def _run_ignoring_overlap(
         )
 
     with tags(*(dep.tags or []), OVERRIDE_TAG, f"deployment:{deployment}"):
-        state = flow_obj.with_options(on_running=[announce])(**params, return_state=True)
+        hooks = [*flow_obj.on_running_hooks, announce]  # keep the flow's own hooks
+        state = flow_obj.with_options(on_running=hooks)(**params, return_state=True)
     result = state.result(raise_on_failure=False)
     return {
         "deployment": deployment,

@@ -394,3 +394,32 @@ def test_flow_fails_naming_a_refused_path_and_prunes_the_rest(
     assert "1 path(s) refused" in state.message and str(outside) in state.message
     assert outside.read_text() == "keep" and not fine.exists()
     assert os.path.exists(root / "bank")
+
+
+# ----------------------------------------------------------------------------- the CLI
+@pytest.mark.usefixtures("prefect_api")
+def test_cli_dry_run_then_apply_and_bad_days(save_block, sqlite_ledger, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from ops.cli import app
+
+    root = tmp_path / "landing"
+    queue = IngestionQueue(landing_dir=str(root), fsync=False)
+    # ages relative to the real clock: the CLI has no --now
+    real_now = dt.datetime.now(dt.UTC)
+    path = add_item(sqlite_ledger, root, "bank", "a.csv", (real_now - NOW) + 90 * DAY)
+    led, que = save_block(sqlite_ledger, "ledger"), save_block(queue, "queue")
+    base = ["--json", "retention", "--ledger-block", led, "--queue-block", que]
+    runner = CliRunner()
+
+    bad = runner.invoke(app, [*base, "--days", "0"])
+    assert bad.exit_code == 1 and "--days: 0 is not between" in bad.stderr
+    bad = runner.invoke(app, [*base, "--days", "5", "--source-days", "nosuch=3"])
+    assert bad.exit_code == 1 and "--source-days nosuch: no source" in bad.stderr
+    dry = runner.invoke(app, [*base, "--days", "30"])
+    assert dry.exit_code == 0, dry.stderr
+    (row,) = json.loads(dry.stdout)
+    assert (row["files"], row["messages"], row["dry_run"]) == (1, 1, True) and path.exists()
+    done = runner.invoke(app, [*base, "--source-days", "bank=30", "--apply"])
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)[0]["files"] == 1 and not path.exists()
