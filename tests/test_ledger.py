@@ -55,6 +55,24 @@ def test_known_items_is_set_based_and_chunks_large_listings(ledger: Ledger) -> N
     assert ledger.known_items("other", names) == {}
 
 
+def test_iter_known_items_streams_chunks_and_keeps_odd_names(ledger: Ledger) -> None:
+    # names travel as one array/JSON parameter per chunk: quoting must survive
+    odd = ["it's.csv", 'say "hi".csv', "back\\slash.csv", "{a,b}.csv", "ünï 名.csv", "%_.csv"]
+    for i, name in enumerate(odd):
+        ledger.record_landed(_record(name, sha=f"{i:064d}"))
+    ledger.record_landed(_record("f44999.csv", sha="e" * 64))
+    names = [f"f{i}.csv" for i in range(45000)] + odd + odd  # > 2 chunks on every backend
+    chunks = list(ledger.iter_known_items("src", names))
+    assert len(chunks) >= 3
+    asked = [n for chunk, _known in chunks for n in chunk]
+    assert len(asked) == len(set(asked)) == 45000 + len(odd)  # duplicates asked once
+    found = {n: rows for _chunk, known in chunks for n, rows in known.items()}
+    assert sorted(found) == sorted([*odd, "f44999.csv"])
+    assert all(set(known) <= set(chunk) for chunk, known in chunks)
+    later = datetime.now(UTC).replace(year=datetime.now(UTC).year + 1)
+    assert ledger.known_items("src", odd, since=later) == {}
+
+
 def test_failed_rows_do_not_count_as_ingested(ledger: Ledger) -> None:
     ledger.record_failure("src", "bad.csv", "r1", "boom")
     ledger.record_failure("src", "bad.csv", "r2", "boom again")

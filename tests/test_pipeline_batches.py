@@ -116,3 +116,31 @@ def test_item_failing_in_a_batch_is_retried_alone_then_fails_alone(
     assert names.count("land-batch") == 2 and names.count("land-item") == 2
     failed = {r["name"] for r in sqlite_ledger.recent_items("flaky") if r["status"] == "failed"}
     assert failed == {"f5.csv", "f6.csv"}
+
+
+def test_dedupe_keeps_listing_order_and_prefect_does_not_walk_the_listing(
+    tmp_path, sqlite_ledger
+) -> None:
+    from prefect import flow
+    from prefect.states import Failed
+
+    from blocks.core.ledger import LandedRecord
+    from pipeline.engine import dedupe_listing
+
+    source = LocalFolderSource(source_id="dd", directory=str(tmp_path))
+    for name in ("b.csv", "d.csv"):
+        sqlite_ledger.record_landed(
+            LandedRecord("dd", name, name[0] * 64, 1, f"/l/{name}", None, remote_version="v1")
+        )
+    # A failed state inside an item: had Prefect walked the listing, it would have
+    # refused to start the task (upstream failed).
+    names = ["a.csv", "b.csv", "c.csv", "a.csv", "d.csv", "e.csv"]
+    listing = [Candidate(n, 1, NOW, "v1", ref=Failed()) for n in names]
+
+    @flow
+    def run():
+        return dedupe_listing(sqlite_ledger, source, listing, False)
+
+    fetch, skip = run()
+    assert [c.name for c in fetch] == ["a.csv", "c.csv", "a.csv", "e.csv"]
+    assert [c.name for c in skip] == ["b.csv", "d.csv"]

@@ -15,7 +15,20 @@ from typing import Any
 from prefect.blocks.core import Block
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 from pydantic import Field, PrivateAttr
-from sqlalchemy import Connection, Engine, bindparam, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    any_,
+    bindparam,
+    column,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from blocks.core import ledger_schema as t
@@ -26,8 +39,11 @@ from blocks.core.logos import code_example, logo_url
 
 _ENGINE_LOCK = threading.Lock()
 quiet_logs.install()  # no 'Created a new engine.' at INFO on every run and CLI call
-# Keeps each IN (...) list well under SQLite's and PostgreSQL's bound-parameter limits.
+# Keeps each IN (...) list well under bound-parameter limits (dialects other than
+# PostgreSQL and SQLite, which get a chunk's names as one parameter).
 _IN_CHUNK = 5000
+# Names per dedupe query where they travel as one parameter (measured best on each).
+_CHUNK = {"postgresql": 20000, "sqlite": 5000}
 
 
 # The columns a KnownItem is built from.
@@ -39,6 +55,16 @@ _KNOWN_COLUMNS = (
     t.items.c.landed_path,
     t.items.c.status,
 )
+
+
+def _names_clause(dialect: str) -> Any:
+    """`ingest_items.name` is one of the :names parameter (see `Ledger.iter_known_items`)."""
+    name = t.items.c.name
+    if dialect == "postgresql":
+        return name == any_(bindparam("names", type_=ARRAY(String)))
+    if dialect == "sqlite":
+        return name.in_(select(column("value")).select_from(func.json_each(bindparam("names"))))
+    return name.in_(bindparam("names", expanding=True))
 
 
 def utcnow() -> datetime:
@@ -216,24 +242,58 @@ class Ledger(Block):
     ) -> dict[str, list[KnownItem]]:
         """Landed/duplicate rows for these names of one source: the set-based dedupe query.
 
-        One query for a listing of up to 5,000 names; larger listings are chunked.
         `since` limits the answer to rows created in a time window (the seeds' "already
-        ingested within N days" rule).
+        ingested within N days" rule). For big listings prefer `iter_known_items`, which
+        holds one chunk's rows at a time.
         """
-        wanted = list(dict.fromkeys(names))
         found: dict[str, list[KnownItem]] = {}
+        for _chunk, known in self.iter_known_items(source, names, since):
+            found.update(known)
+        return found
+
+    def iter_known_items(
+        self, source: str, names: Iterable[str], since: datetime | None = None
+    ) -> Iterator[tuple[list[str], dict[str, list[KnownItem]]]]:
+        """`known_items` streamed: yields (names of a chunk, their ledger rows) chunk by chunk.
+
+        Each chunk's names go to the database as ONE parameter (a PostgreSQL array, a
+        SQLite JSON array read by `json_each`), not one bind parameter per name: with
+        expanding `IN (...)` lists SQLAlchemy compiled and the server planned thousands of
+        parameters per query (100k names vs 200k rows: 3.8 s on PostgreSQL, 1.8 s on
+        SQLite, against 0.8 s and 0.4 s). Lookups use the (source, name, sha256) unique
+        index. Duplicate names are asked once.
+        """
+        dialect = self.dialect
         stmt = select(*_KNOWN_COLUMNS).where(
             t.items.c.source == source,
             t.items.c.status.in_(("landed", "duplicate")),
-            t.items.c.name.in_(bindparam("names", expanding=True)),
+            _names_clause(dialect),
         )
         if since is not None:
             stmt = stmt.where(t.items.c.created_at >= since)
+        size = _CHUNK.get(dialect, _IN_CHUNK)
+        seen: set[str] = set()
+        chunk: list[str] = []
         with self.transaction() as conn:
-            for start in range(0, len(wanted), _IN_CHUNK):
-                chunk = wanted[start : start + _IN_CHUNK]
-                for row in conn.execute(stmt, {"names": chunk}):
-                    found.setdefault(row.name, []).append(KnownItem(**row._mapping))
+            for name in names:
+                if name in seen:
+                    continue
+                seen.add(name)
+                chunk.append(name)
+                if len(chunk) == size:
+                    yield chunk, self._known_chunk(conn, stmt, dialect, chunk)
+                    chunk = []
+            if chunk:
+                yield chunk, self._known_chunk(conn, stmt, dialect, chunk)
+
+    @staticmethod
+    def _known_chunk(
+        conn: Connection, stmt: Any, dialect: str, chunk: list[str]
+    ) -> dict[str, list[KnownItem]]:
+        param: Any = json.dumps(chunk) if dialect == "sqlite" else chunk
+        found: dict[str, list[KnownItem]] = {}
+        for row in conn.execute(stmt, {"names": param}):
+            found.setdefault(row.name, []).append(KnownItem(*row))
         return found
 
     def landed_by_sha(self, source: str, sha256: str) -> KnownItem | None:

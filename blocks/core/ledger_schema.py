@@ -71,6 +71,8 @@ items = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     # Failed rows keep sha256 NULL, so only landed/duplicate rows are unique.
+    # Its index also serves the dedupe lookups by (source, name) (checked with EXPLAIN
+    # on SQLite and PostgreSQL): no separate (source, name) index needed.
     UniqueConstraint("source", "name", "sha256", name="uq_ingest_items_source_name_sha"),
     Index("ix_ingest_items_source_sha", "source", "sha256"),
     Index("ix_ingest_items_source_created", "source", "created_at"),
