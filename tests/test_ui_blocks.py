@@ -319,7 +319,12 @@ def nested_documents(ui: UI) -> Iterator[None]:
 def save_form(ui: UI, page: Any, name: str) -> None:
     page.get_by_role("button", name="Save", exact=True).click()
     try:
-        page.wait_for_url("**/blocks/block/**", timeout=WAIT_MS)
+        # The block's page, not the create or edit form (an edit starts on .../edit, which
+        # a glob on "**/blocks/block/**" matches before the save has even been sent).
+        page.wait_for_url(
+            lambda url: "/blocks/block/" in url and not url.rstrip("/").endswith("/edit"),
+            timeout=WAIT_MS,
+        )
     except Exception:
         raise AssertionError(
             f"{name}: the UI did not save the block; page says: "
