@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,18 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_sql import PG, psql  # noqa: E402 (the same PostgreSQL and psql)
 from benchmarks.child_rss import run_child  # noqa: E402
 
-PG = dict(host="127.0.0.1", port=5432, user="postgres")
 SOURCE = "bench-dedupe"
-
-
-def psql(db: str, sql: str) -> None:
-    subprocess.run(
-        ["psql", "-h", PG["host"], "-p", str(PG["port"]), "-U", PG["user"], "-d", db,
-         "-v", "ON_ERROR_STOP=1", "-qc", sql],
-        check=True,
-    )  # fmt: skip
 
 
 def ledger_for(kind: str, where: str):
