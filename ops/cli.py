@@ -109,12 +109,20 @@ def describe_schedule(schedule: Any) -> str:
 PAUSED_MESSAGE = "Deployment paused (ingest-ops pause): waiting run not started."
 
 
+def skip_reason(run: Any) -> str | None:
+    """'overlap' for a flow run cancelled by the overlap policy, 'paused' for one
+    `ingest-ops pause` cancelled, None for any other run."""
+    if run.state_type is None or run.state_type.value != "CANCELLED":
+        return None
+    message = (run.state.message if run.state is not None else "") or ""
+    if "concurrency limit" in message.lower():
+        return "overlap"
+    return "paused" if message == PAUSED_MESSAGE else None
+
+
 def is_skipped(run: Any) -> bool:
     """True for a flow run cancelled by the overlap policy or by `ingest-ops pause`."""
-    if run.state_type is None or run.state_type.value != "CANCELLED":
-        return False
-    message = (run.state.message if run.state is not None else "") or ""
-    return "concurrency limit" in message.lower() or message == PAUSED_MESSAGE
+    return skip_reason(run) is not None
 
 
 async def _deployment_id(client: Any, name: str) -> UUID:

@@ -31,7 +31,6 @@ from blocks.core.ledger import Ledger
 
 # Run durations: a quick API pull to hours-long file backfills.
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
-OVERLAP_MESSAGE = "concurrency limit"
 
 logger = logging.getLogger("ingest.metrics")
 
@@ -158,7 +157,7 @@ def skipped_runs(page: int = 200) -> dict[tuple[str, str, str], int]:
         FlowRunFilterStateType,
     )
 
-    from ops.cli import PAUSED_MESSAGE
+    from ops.cli import skip_reason
 
     counts: dict[tuple[str, str, str], int] = defaultdict(int)
     with get_client(sync_client=True) as client:
@@ -180,12 +179,8 @@ def skipped_runs(page: int = 200) -> dict[tuple[str, str, str], int]:
                 offset=offset,
             )
             for run in batch:
-                message = (run.state.message if run.state else "") or ""
-                if OVERLAP_MESSAGE in message.lower():
-                    reason = "overlap"
-                elif message == PAUSED_MESSAGE:
-                    reason = "paused"
-                else:
+                reason = skip_reason(run)
+                if reason is None:
                     continue
                 name, block = deployments.get(run.deployment_id, ("?", ""))
                 counts[(name, block, reason)] += 1
