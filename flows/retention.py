@@ -168,6 +168,19 @@ def prune_source(
     return result
 
 
+def _delete_in_batches(ledger: Ledger, key: Any, old: tuple[Any, ...], batch_size: int) -> int:
+    """Delete the rows of `key`'s table matching `old`, `batch_size` at a time, each batch
+    its own transaction (bounded memory and lock time). The conditions are applied again
+    in the DELETE: a row changed since it was read (a message re-queued) stays."""
+    deleted = 0
+    while True:
+        with ledger.transaction() as conn:
+            ids = list(conn.execute(select(key).where(*old).limit(batch_size)).scalars())
+            if not ids:
+                return deleted
+            deleted += conn.execute(delete(key.table).where(key.in_(ids), *old)).rowcount
+
+
 def _prune_messages(ledger, source, cutoff, dry_run, batch_size, result) -> None:
     q = t.queue.c
     old = (q.source == source, q.status == "acked", q.acked_at.is_not(None), q.acked_at < cutoff)
@@ -180,15 +193,7 @@ def _prune_messages(ledger, source, cutoff, dry_run, batch_size, result) -> None
                 ).scalars()
             )
         return
-    while True:
-        with ledger.transaction() as conn:
-            ids = list(conn.execute(select(q.message_id).where(*old).limit(batch_size)).scalars())
-            if not ids:
-                return
-            # the status condition again: a message re-queued since is not deleted
-            result.messages += conn.execute(
-                delete(t.queue).where(q.message_id.in_(ids), *old)
-            ).rowcount
+    result.messages += _delete_in_batches(ledger, q.message_id, old, batch_size)
 
 
 def _prune_runs(ledger, source, cutoff, dry_run, batch_size, result) -> None:
@@ -207,12 +212,7 @@ def _prune_runs(ledger, source, cutoff, dry_run, batch_size, result) -> None:
                 )
             ]
         return
-    while True:
-        with ledger.transaction() as conn:
-            ids = list(conn.execute(select(r.id).where(*old).limit(batch_size)).scalars())
-            if not ids:
-                return
-            result.runs += conn.execute(delete(t.runs).where(r.id.in_(ids), *old)).rowcount
+    result.runs += _delete_in_batches(ledger, r.id, old, batch_size)
 
 
 def _prune_files(ledger, landing_root, source, cutoff, now, dry_run, batch_size, result) -> None:
