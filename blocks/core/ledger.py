@@ -35,6 +35,7 @@ from blocks.core import ledger_schema as t
 from blocks.core import quiet_logs
 from blocks.core.defaults import default_ledger_path
 from blocks.core.errors import ConfigError, LedgerError
+from blocks.core.ledger_migrations import migrate
 from blocks.core.logos import code_example, logo_url
 
 _ENGINE_LOCK = threading.Lock()
@@ -210,6 +211,8 @@ class Ledger(Block):
                         f"ledger schema version {current} is newer than this code "
                         f"({t.SCHEMA_VERSION}); upgrade the package"
                     )
+            if current is not None and int(current) < t.SCHEMA_VERSION:
+                migrate(engine, int(current))
         except SQLAlchemyError as exc:
             raise LedgerError(
                 f"Ledger.database: cannot prepare ledger tables: {_short(exc)}"
@@ -443,7 +446,14 @@ class Ledger(Block):
         )
 
     # ----------------------------------------------------------------- runs
-    def start_run(self, source: str, flow_run_id: str | None, partition_date: date | None) -> int:
+    def start_run(
+        self,
+        source: str,
+        flow_run_id: str | None,
+        partition_date: date | None,
+        trigger: str | None = None,
+    ) -> int:
+        """A `running` row; `trigger` says what started it (schedule, manual, webhook, ...)."""
         with self.transaction() as conn:
             result = conn.execute(
                 insert(t.runs).values(
@@ -457,6 +467,7 @@ class Ledger(Block):
                     failed=0,
                     bytes=0,
                     started_at=utcnow(),
+                    trigger=trigger and trigger[:32],
                 )
             )
             return int(result.inserted_primary_key[0])
@@ -465,7 +476,9 @@ class Ledger(Block):
         self, run_id: int, status: str, counts: Mapping[str, Any], error: str | None = None
     ) -> None:
         values = {
-            k: counts[k] for k in ("listed", "skipped", "landed", "failed", "bytes") if k in counts
+            k: counts[k]
+            for k in ("listed", "skipped", "landed", "failed", "bytes", "rows")
+            if k in counts
         }
         if "seconds" in counts:
             values["seconds"] = f"{float(counts['seconds']):.3f}"

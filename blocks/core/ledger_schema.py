@@ -22,7 +22,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns each schema version added to tables that already existed, applied in order by
+# `blocks.core.ledger_migrations` to a ledger created by older code. A new ledger gets them
+# from the table definitions below. Only nullable columns are added, so no old row needs a
+# value and old code can still write (it leaves them NULL).
+ADDED_COLUMNS: dict[int, list[tuple[str, str]]] = {
+    2: [
+        ("ingest_runs", "rows"),  # rows extracted (SQL, warehouse); NULL for file sources
+        ("ingest_runs", "trigger"),  # schedule | manual | webhook | backfill | event
+        ("ingest_items", "delivered_sha256"),  # checksum of the delivered archive, if unpacked
+        ("ingest_items", "delivered_size"),
+        ("ingest_queue", "published_at"),  # outbox: when the relay published it to a broker
+        ("ingest_queue", "publish_attempts"),
+        ("ingest_queue", "publish_error"),
+    ],
+}
 
 
 class UTCDateTime(TypeDecorator):
@@ -70,6 +86,9 @@ items = Table(
     Column("error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # v2: set when the delivered file was unpacked (gzip, zip member, PGP) before landing.
+    Column("delivered_sha256", String(64), nullable=True),
+    Column("delivered_size", BigInteger, nullable=True),
     # Failed rows keep sha256 NULL, so only landed/duplicate rows are unique.
     # Its index also serves the dedupe lookups by (source, name) (checked with EXPLAIN
     # on SQLite and PostgreSQL): no separate (source, name) index needed.
@@ -96,6 +115,8 @@ runs = Table(
     Column("error", Text, nullable=True),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    Column("rows", BigInteger, nullable=True),  # v2
+    Column("trigger", String(32), nullable=True),  # v2
     Index("ix_ingest_runs_source_started", "source", "started_at"),
 )
 
@@ -126,6 +147,10 @@ queue = Table(
     Column("lease_expires_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("acked_at", UTCDateTime, nullable=True),
+    # v2, transactional outbox: NULL until a relay published the message to a broker.
+    Column("published_at", UTCDateTime, nullable=True),
+    Column("publish_attempts", Integer, nullable=True),
+    Column("publish_error", Text, nullable=True),
     Index("ix_ingest_queue_status_created", "status", "created_at"),
 )
 
