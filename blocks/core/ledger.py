@@ -105,6 +105,10 @@ class LandedRecord:
     remote_version: str | None = None
     status: str = "landed"
     partition_date: date | None = None
+    # the delivered file's checksum and size when it was unpacked before landing (gzip,
+    # zip member, PGP; `pipeline/unpack_landing.py`), else None
+    delivered_sha256: str | None = None
+    delivered_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,8 @@ class Ledger(Block):
         dialect = self.dialect
         stmt = select(*_KNOWN_COLUMNS).where(
             t.items.c.source == source,
-            t.items.c.status.in_(("landed", "duplicate")),
+            # 'unpacked': a delivery whose items were unpacked and landed under other names
+            t.items.c.status.in_(("landed", "duplicate", "unpacked")),
             _names_clause(dialect),
         )
         if since is not None:
@@ -348,6 +353,8 @@ class Ledger(Block):
             partition_date=record.partition_date.isoformat() if record.partition_date else None,
             flow_run_id=record.flow_run_id,
             status=record.status,
+            delivered_sha256=record.delivered_sha256,
+            delivered_size=record.delivered_size,
             error=None,  # a forced re-land clears the retention flow's 'pruned' marker
             updated_at=now,
         )
