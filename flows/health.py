@@ -5,6 +5,12 @@ one small query per source. First it closes runs left `running` by a flow run th
 (`reconcile_runs`: the flow run's final state in Prefect, or `abandoned` when Prefect does
 not know it and it is old), so crashed runs count as failures.
 
+Beyond the ledger (`flows/source_checks.py`): each source block a deployment runs is
+checked with its `test_connection` (in parallel, each bounded by
+`connection_timeout_seconds`; event `ingest.source.connection-failed` per failure), and a
+`freshness` rule per source ("nothing newly landed for N hours", any source type) emits
+`ingest.source.stale`. Either ends the run Failed, as a missing file does.
+
 For sources that expect one file per day, a file not landed by `cutoff + grace_minutes`
 (in the source's time zone) is "missing": the flow emits the Prefect event
 `ingest.source.missing` (resource `ingest.source.<source>`) and ends Failed, so either an
@@ -36,6 +42,18 @@ from blocks.core.errors import ConfigError, IngestError
 from blocks.core.events import emit_source_event
 from blocks.core.ledger import Ledger
 from blocks.core.timezones import TimezoneName
+from flows.source_checks import (
+    ALL_SOURCES,
+    ConnectionChecks,
+    check_freshness_sources,
+    emit_connection_failed,
+    emit_stale,
+    last_landed,
+    load_sources,
+    parse_freshness,
+    source_blocks_of_deployments,
+    stale_message,
+)
 from pipeline.block_loading import load_named_block
 
 MISSING_EVENT = "ingest.source.missing"
@@ -65,6 +83,8 @@ class SourceHealth:
     missing: str = ""
     last_run: str | None = None  # start of the newest finished run (its state: last_status)
     next_run: str | None = None  # next scheduled run of the source's deployment, if any
+    connection: str = ""  # "ok" / the failed check's line / "" (not checked)
+    stale: str = ""  # why the source is stale under its freshness rule
 
     def log_line(self) -> str:
         rate = "n/a" if self.success_rate is None else f"{self.success_rate:.0%}"
@@ -73,6 +93,8 @@ class SourceHealth:
             f"success {rate} of {self.runs} run(s), last success {self.last_success or 'never'}, "
             f"backlog {self.backlog}, next run {self.next_run or 'none scheduled'}"
             + (f"; MISSING: {self.missing}" if self.missing else "")
+            + (f"; STALE: {self.stale}" if self.stale else "")
+            + (f"; CONNECTION: {self.connection}" if self.connection not in ("", "ok") else "")
         )
 
 
@@ -366,6 +388,9 @@ def ingest_health(
     expected: dict[str, ExpectedDaily] | None = None,
     now: dt.datetime | None = None,
     abandon_after_hours: float = DEFAULT_ABANDON_AFTER_HOURS,
+    freshness: dict[str, float] | None = None,
+    check_connections: bool = True,
+    connection_timeout_seconds: float = 30.0,
 ) -> list[dict[str, Any]]:
     """Health of the given sources (default: every source in the ledger).
 
@@ -381,6 +406,13 @@ def ingest_health(
         abandon_after_hours: A ledger run still `running` whose flow run Prefect does
             not know is closed as `abandoned` after this many hours (runs whose flow run
             ended Crashed/Cancelled/Failed are closed at once); both count as failures.
+        freshness: Per source id (or "*" for every source), hours without a newly landed
+            item after which the source is stale: {"crm": 2, "*": 26}. Stale: event
+            `ingest.source.stale` and a Failed run. A source id nothing knows is refused.
+        check_connections: Run `test_connection` of every source block a deployment runs
+            (its `source_block` parameter); with `sources`, only those sources' blocks.
+            A failure: event `ingest.source.connection-failed` and a Failed run.
+        connection_timeout_seconds: Bound of each connection check (they run in parallel).
     """
     if not 1 <= last_n_runs <= 1000:
         raise ConfigError("last_n_runs", "must be between 1 and 1000")
@@ -390,14 +422,30 @@ def ingest_health(
     now = now or dt.datetime.now(dt.UTC)
     if now.tzinfo is None:
         raise ConfigError("now", "must carry a time zone")
+    if not 0 < connection_timeout_seconds <= 3600:
+        raise ConfigError("connection_timeout_seconds", "must be more than 0 and at most 3600")
+    rules = parse_freshness(freshness)
     expected = expected or {}
     ledger = load_named_block(Ledger, ledger_block, "ledger_block") if ledger_block else Ledger()
+    checks: ConnectionChecks | None = None
     try:
+        in_ledger = known_sources(ledger)
+        deployed = (
+            load_sources(source_blocks_of_deployments() or {}) if check_connections or rules else []
+        )
+        # Unknown sources are refused before the ledger is touched (nothing closed yet).
+        deployed_ids = {b.source_id for b in deployed if b.source_id}
+        check_freshness_sources(rules, {*in_ledger, *(sources or []), *expected, *deployed_ids})
+        to_check = [b for b in deployed if not sources or b.source_id in sources]
+        if check_connections and to_check:  # collected after the ledger work: they overlap
+            checks = ConnectionChecks(to_check, connection_timeout_seconds)
         for run in reconcile_runs(ledger, now, dt.timedelta(hours=abandon_after_hours)):
             logger.warning("closed ledger run %(id)s of %(source)s as %(status)s", run)
-        names = list(dict.fromkeys([*(sources or known_sources(ledger)), *expected]))
+        explicit = [k for k in rules if k != ALL_SOURCES]
+        names = list(dict.fromkeys([*(sources or in_ledger), *expected, *explicit]))
         report: list[SourceHealth] = []
         missing: list[str] = []
+        problems: list[str] = []
         for name in names:
             health = source_health(ledger, name, last_n_runs)
             rule = expected.get(name)
@@ -408,10 +456,42 @@ def ingest_health(
                     missing.append(message)
                     _emit_missing(name, message, rule)
                     logger.error(message)
+            hours = rules.get(name, rules.get(ALL_SOURCES))
+            if hours is not None:
+                landed_at, first_run = last_landed(ledger, name)
+                message = stale_message(name, hours, now, landed_at, first_run)
+                if message:
+                    health.stale = message
+                    problems.append(message)
+                    emit_stale(name, message, hours, landed_at)
+                    logger.error(message)
             report.append(health)
         upcoming = next_runs(ledger, names)
     finally:
         ledger.dispose()
+    if checks is not None:
+        by_source = {h.source: h for h in report}
+        for check in checks.collect():
+            if check.ok:
+                logger.info("%s: connection ok in %.2f s", check.block, check.seconds)
+                if check.source_id in by_source:
+                    by_source[check.source_id].connection = "ok"
+                continue
+            problems.append(check.line())
+            emit_connection_failed(check)
+            logger.error(check.line())
+            row = by_source.get(check.resource)
+            if row is None:  # a deployed source without ledger runs, or an unloadable block
+                row = by_source[check.resource] = SourceHealth(
+                    source=check.resource,
+                    runs=0,
+                    success_rate=None,
+                    last_success=None,
+                    last_status=None,
+                    backlog=0,
+                )
+                report.append(row)
+            row.connection = "; ".join(filter(None, [row.connection, check.line()]))
     for health in report:
         health.next_run = upcoming.get(health.source)
         logger.info(health.log_line())
@@ -421,8 +501,8 @@ def ingest_health(
         table=rows or [{"source": "(no sources)"}],
         description=f"Ingest health at {now.isoformat(timespec='seconds')}",
     )
-    if missing:
+    if missing or problems:
         # An expected outcome: a Failed state with the message, not a raised exception
         # (Prefect would log its full traceback).
-        return Failed(message=str(SourcesMissing("; ".join(missing))))
+        return Failed(message=str(SourcesMissing("; ".join([*missing, *problems]))))
     return rows
