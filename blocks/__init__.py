@@ -18,6 +18,7 @@ from blocks.registry import BY_CLASS
 # loads no Prefect, so a process that needs one module (the SFTP range worker runs
 # `blocks.sftp.range_worker`) does not pay Prefect's import (2.5 s and 117 MB measured).
 _CORE: dict[str, str] = {
+    "BrokerRelay": "blocks.core.outbox",
     "Candidate": "blocks.core.source",
     "ChecksumMismatch": "blocks.core.errors",
     "ClaimedMessage": "blocks.core.queue_consumer",
@@ -34,6 +35,7 @@ _CORE: dict[str, str] = {
 }
 
 __all__ = [  # noqa: F822 (imported on first use by __getattr__)
+    "BrokerRelay",
     "Candidate",
     "ChecksumMismatch",
     "ClaimedMessage",

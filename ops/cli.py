@@ -15,6 +15,8 @@
                         [--ledger-block NAME] [--queue-block NAME]
     ingest-ops [--json] install-automations [--grace-seconds 240]
     ingest-ops metrics [--host 127.0.0.1] [--port 9464] [--ledger-block NAME]
+    ingest-ops [--json] relay [--block NAME | --queue-block NAME] [--source S] [--limit N]
+                        [--ledger-block NAME]
 
 Also runnable as `python -m ops.cli`. Errors go to stderr with exit code 1 (2 for usage).
 """
@@ -766,6 +768,29 @@ def metrics(
         pass
     finally:
         server.shutdown()
+        led.dispose()
+
+
+@app.command()
+def relay(
+    block: str = typer.Option(None, help="Broker Relay block to publish with."),
+    queue_block: str = typer.Option(None, help="Or: the Ingestion Queue block's relay_block."),
+    source: str = typer.Option(None, help="Only this source's messages (default: all)."),
+    limit: int = typer.Option(None, min=1, help="At most N messages (default: all)."),
+    ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
+) -> None:
+    """Publish the queue messages not yet published (the outbox) to a broker, oldest
+    first, e.g. after the broker was down during runs. Exit 1 naming the broker when it
+    does not take them; they stay in the outbox for the next try."""
+    from blocks.core.errors import IngestError
+    from blocks.core.outbox import relay_from_cli
+
+    led = _ledger(ledger_block)
+    try:
+        _emit(relay_from_cli(led, block, queue_block, source, limit).row())
+    except IngestError as exc:
+        _fail(str(exc))
+    finally:
         led.dispose()
 
 

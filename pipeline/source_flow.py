@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from blocks.core.errors import ConfigError
+from blocks.core.outbox import relay_after_run
 from blocks.core.source import SourceBlock
 from blocks.core.timezones import check_run_date
 from pipeline.block_loading import load_named_block, load_shared_blocks
@@ -127,8 +128,13 @@ def source_flow(block_cls: type[SourceBlock], name: str, summary: str) -> Flow[.
                     if not source.runs_again(ledger, one_pass, totals["runs"]):
                         break
         finally:
-            source.close()
-            ledger.dispose()
+            try:  # also after a failed pass: what landed is handed to the broker
+                relay_error = relay_after_run(ledger, queue.relay_block, source.source_id, totals)
+            finally:
+                source.close()
+                ledger.dispose()
+        if relay_error is not None:
+            raise relay_error  # Failed, naming the broker; the messages wait in the outbox
         return totals
 
     run.__name__ = name.replace("-", "_")

@@ -32,8 +32,8 @@ from blocks.core.outbox import (
     relay_outbox,
 )
 from tests.conftest import server_missing, sqlite_connector
-from tests.objstore_servers import moto_endpoint  # noqa: F401  (session fixture)
 
+pytest_plugins = ["tests.objstore_servers"]  # moto_endpoint
 KINDS = ["redis", "rabbitmq", "nats", "sqs"]
 EXAMPLES = int(os.environ.get("INGEST_OUTBOX_EXAMPLES", "8"))
 

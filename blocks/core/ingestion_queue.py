@@ -98,6 +98,14 @@ class IngestionQueue(Block):
         default="item",
         description="Name of the downstream flow's parameter that receives the item message.",
     )
+    relay_block: str | None = Field(
+        default=None,
+        description=(
+            "Optional name of a saved 'Broker Relay' block: at the end of each run the "
+            "run's queue messages are published to that broker (Redis Streams, RabbitMQ, "
+            "NATS JetStream, SQS); `ingest-ops relay` publishes any left over."
+        ),
+    )
 
     @field_validator("landing_dir", "staging_dir", "quarantine_dir")
     @classmethod

@@ -374,7 +374,8 @@ class _SqsPublisher:
             )
             session = creds.get_boto3_session()
             params = creds.aws_client_parameters.get_params_override()
-            params.pop("config", None)
+            if "config" in params:  # the block's own botocore config, our timeouts on top
+                config = params.pop("config").merge(config)
             params.setdefault("region_name", relay.region or creds.region_name)
             if endpoint:
                 params["endpoint_url"] = endpoint
