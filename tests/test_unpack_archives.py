@@ -70,6 +70,7 @@ def test_zip_slip_member_refuses_the_archive(member: str, why: str) -> None:
     assert why in str(caught.value) and "nothing landed" in str(caught.value)
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_symlink_encrypted_twice_and_file_folder_members_are_refused() -> None:
     link = zipfile.ZipInfo("link.csv")
     link.external_attr = 0o120777 << 16
@@ -95,3 +96,48 @@ def test_symlink_encrypted_twice_and_file_folder_members_are_refused() -> None:
                 zf.writestr(n, b"1")
         with zipfile.ZipFile(buf) as zf, pytest.raises(UnpackError, match=why):
             zip_members(zf, "x.zip")
+
+
+def test_auto_peels_each_layer_and_leaves_only_the_items(tmp_path: Path) -> None:
+    """gzip of a zip: two layers peeled, the intermediate file removed; a plain file is
+    not unpacked (None); a failing layer leaves no staging file behind."""
+    from types import SimpleNamespace
+
+    from blocks.core.unpack import expand
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    counter = iter(range(1000))
+
+    def new_file() -> Path:
+        return staging / f"{next(counter)}.part"
+
+    source = SimpleNamespace(unpack="auto", unpack_max_bytes=10**9, unpack_max_ratio=200)
+    packed = tmp_path / "x.zip.gz"
+    packed.write_bytes(gzip.compress(zip_bytes({"a.csv": b"a\n", "d/b.csv": b"b\n"})))
+    got = expand(source, packed, "in/x.zip.gz", packed.stat().st_size, new_file)
+    assert got is not None
+    assert [(u.name, u.path.read_bytes()) for u in got] == [
+        ("in/x.zip/a.csv", b"a\n"),
+        ("in/x.zip/d/b.csv", b"b\n"),
+    ]
+    assert sorted(staging.iterdir()) == sorted(u.path for u in got)
+    for u in got:
+        u.path.unlink()
+
+    plain = tmp_path / "p.csv"
+    plain.write_bytes(b"id\n")
+    assert expand(source, plain, "p.csv", 3, new_file) is None
+
+    broken = tmp_path / "y.zip.gz"
+    broken.write_bytes(gzip.compress(zip_bytes({"a.csv": b"a" * 100})[:40] + b"x" * 40))
+    with pytest.raises(UnpackError, match="y.zip: unpack='zip': not a valid zip archive"):
+        expand(source, broken, "y.zip.gz", broken.stat().st_size, new_file)
+    assert list(staging.iterdir()) == []
+
+    tight = SimpleNamespace(unpack="gunzip", unpack_max_bytes=1000, unpack_max_ratio=200)
+    big = tmp_path / "big.gz"
+    big.write_bytes(gzip.compress(b"x" * 5000))
+    with pytest.raises(UnpackError, match="unpack_max_bytes=1000"):
+        expand(tight, big, "big.gz", big.stat().st_size, new_file)
+    assert list(staging.iterdir()) == []

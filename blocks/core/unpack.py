@@ -44,7 +44,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -102,6 +102,16 @@ class FileSourceBlock(SourceBlock):
     pgp_passphrase_block: str | None = Field(
         default=None,
         description="Name of the Prefect Secret block holding that key's passphrase, if any.",
+    )
+
+    # On the block form, after the source's own fields, with the shared tuning fields.
+    _tuning_fields: ClassVar[tuple[str, ...]] = (
+        *SourceBlock._tuning_fields,
+        "unpack",
+        "pgp_private_key_block",
+        "pgp_passphrase_block",
+        "unpack_max_bytes",
+        "unpack_max_ratio",
     )
 
 
@@ -290,28 +300,35 @@ def _run_auto(
     fresh: Callable[[], Path],
     fsync: bool,
 ) -> list[Unpacked] | None:
-    current, current_name = path, name
+    """Peel PGP, then gzip, then zip, each at most once, as the first bytes say."""
+    current: Unpacked | None = None  # the last layer's output, if any
     kind = detect(path)
     if kind == "pgp":
-        step = _decrypt(source, current, current_name, budget, fresh(), fsync)
-        current, current_name, kind = step.path, step.name, detect(step.path)
-        if kind not in ("gunzip", "zip"):
-            return [step]
-        step.path.unlink()  # only an intermediate layer
+        current = _decrypt(source, path, name, budget, fresh(), fsync)
+        kind = detect(current.path)
     if kind == "gunzip":
-        step = _gunzip(current, current_name, budget, fresh(), fsync)
-        current, current_name, kind = step.path, step.name, detect(step.path)
-        if kind != "zip":
-            return [step]
-        result = _unzip(current, current_name, budget, fresh, fsync)
-        step.path.unlink()
-        return result
+        inner = _gunzip(
+            current.path if current else path,
+            current.name if current else name,
+            budget,
+            fresh(),
+            fsync,
+        )
+        if current is not None:
+            current.path.unlink()  # an intermediate layer, done with
+        current, kind = inner, detect(inner.path)
     if kind == "zip":
-        result = _unzip(current, current_name, budget, fresh, fsync)
-        if current != path:
-            current.unlink()
-        return result
-    return None
+        members = _unzip(
+            current.path if current else path,
+            current.name if current else name,
+            budget,
+            fresh,
+            fsync,
+        )
+        if current is not None:
+            current.path.unlink()
+        return members
+    return [current] if current is not None else None
 
 
 def _gunzip(path: Path, name: str, budget: _Budget, out: Path, fsync: bool) -> Unpacked:
@@ -491,10 +508,10 @@ def _gpg_failure(name: str, block: str | None, said: str) -> str:
     lines = [ln.removeprefix("gpg: ").strip() for ln in said.splitlines() if ln.strip()]
     detail = "; ".join(lines)[-400:] or "gpg failed"
     low = said.lower()
-    if "no secret key" in low:
-        why = f"the key in pgp_private_key_block {block!r} cannot decrypt it (wrong key)"
-    elif "bad passphrase" in low:
+    if "bad passphrase" in low:  # gpg then also says 'No secret key': test this first
         why = f"wrong passphrase (pgp_passphrase_block) for the key in {block!r}"
+    elif "no secret key" in low:
+        why = f"the key in pgp_private_key_block {block!r} cannot decrypt it (wrong key)"
     elif "no valid openpgp data" in low or "invalid packet" in low or "packet" in low:
         why = "not a valid PGP message (corrupt or not encrypted)"
     elif "integrity" in low or "mdc" in low:
