@@ -7,7 +7,9 @@ What it deletes, for each source, older than that source's `days`:
 - landed files: only paths the ledger records on a `landed` item row of that source whose
   row was last (re)landed (`updated_at`) before the cutoff, after resolving the path
   (symlinks too) and checking it lies under `{landing_dir}/{source}/`. A path outside is
-  refused and reported, never touched.
+  refused and reported, never touched. Items landed into a bucket (`s3://`, `gs://`, the
+  queue's `landing_bucket`) are deleted as objects, only under
+  `{bucket_folder}/{source}/` of that bucket; any other URI is refused and reported.
 
 What it never deletes: unacked (`ready`/`claimed`) messages; the file an unacked message
 points to (its consumer still needs it); `ingest_items` rows (dedupe: a rerun of the source
@@ -39,6 +41,7 @@ from sqlalchemy import bindparam, delete, func, or_, select, update
 
 from blocks.core import ledger_schema as t
 from blocks.core.errors import ConfigError, IngestError
+from blocks.core.landing_store import LandingStore, is_object_uri
 from blocks.core.ledger import Ledger
 from blocks.core.naming import check_source_id
 from pipeline.block_loading import load_shared_blocks
@@ -158,13 +161,17 @@ def prune_source(
     now: dt.datetime,
     dry_run: bool,
     batch_size: int = DEFAULT_BATCH,
+    store: LandingStore | None = None,
 ) -> SourceRetention:
-    """Prune one source (see the module doc); in a dry run count and name, delete nothing."""
+    """Prune one source (see the module doc); in a dry run count and name, delete nothing.
+
+    `store`: the queue's landing bucket (`IngestionQueue.landing_store()`), for items
+    landed as objects."""
     cutoff = now - dt.timedelta(days=days)
     result = SourceRetention(source, days, cutoff.isoformat(timespec="seconds"), dry_run)
     _prune_messages(ledger, source, cutoff, dry_run, batch_size, result)
     _prune_runs(ledger, source, cutoff, dry_run, batch_size, result)
-    _prune_files(ledger, landing_root, source, cutoff, now, dry_run, batch_size, result)
+    _prune_files(ledger, landing_root, source, cutoff, now, dry_run, batch_size, result, store)
     return result
 
 
@@ -215,7 +222,9 @@ def _prune_runs(ledger, source, cutoff, dry_run, batch_size, result) -> None:
     result.runs += _delete_in_batches(ledger, r.id, old, batch_size)
 
 
-def _prune_files(ledger, landing_root, source, cutoff, now, dry_run, batch_size, result) -> None:
+def _prune_files(
+    ledger, landing_root, source, cutoff, now, dry_run, batch_size, result, store=None
+) -> None:
     i, q = t.items.c, t.queue.c
     not_pruned = or_(i.error.is_(None), ~i.error.startswith(PRUNED_MARKER, autoescape=True))
     old = (
@@ -270,6 +279,10 @@ def _prune_files(ledger, landing_root, source, cutoff, now, dry_run, batch_size,
         for row in rows:
             if row.landed_path in in_use:
                 continue
+            if is_object_uri(row.landed_path):
+                if _prune_object(store, source, row, dry_run, result):
+                    done.append(row.id)
+                continue
             try:
                 target = Path(row.landed_path).resolve()
             except (OSError, RuntimeError) as exc:  # a symlink loop
@@ -319,6 +332,36 @@ def _prune_files(ledger, landing_root, source, cutoff, now, dry_run, batch_size,
                 )
 
 
+def _prune_object(store, source: str, row, dry_run: bool, result: SourceRetention) -> bool:
+    """Delete one landed object (`s3://`, `gs://`): only under the queue's landing bucket
+    folder `{bucket_folder}/{source}/`, else refused and reported. True: row to mark."""
+    key = store.key_of(row.landed_path) if store is not None else None
+    if key is None or not key.startswith(store.key(f"{source}/")):
+        result.refused += 1
+        where = f"{store.uri(store.key(source))}/" if store else "no landing_bucket on the queue"
+        result.problems.append(f"{row.name}: refused {row.landed_path} (outside {where})")
+        return False
+    if dry_run:
+        if store.exists(key):
+            result.files += 1
+            if len(result.first_files) < FIRST_NAMES:
+                result.first_files.append(row.name)
+        else:
+            result.files_gone += 1
+        return False
+    try:
+        gone = not store.delete(key)
+    except IngestError as exc:
+        result.failed += 1
+        result.problems.append(f"{row.name}: cannot delete {row.landed_path}: {exc}")
+        return False
+    if gone:
+        result.files_gone += 1
+    else:
+        result.files += 1
+    return True
+
+
 # ----------------------------------------------------------------------------- flow
 @flow(name="ingest-retention", description="Prune old acked messages, run rows, landed files.")
 def ingest_retention(
@@ -359,8 +402,9 @@ def ingest_retention(
     ledger, queue = load_shared_blocks(ledger_block, queue_block)
     try:
         plan = resolve_days(days, source_days, known_sources(ledger))
+        store = queue.landing_store()  # items landed into a bucket are objects to delete
         results = [
-            prune_source(ledger, queue.landing_root, source, n, now, dry_run, batch_size)
+            prune_source(ledger, queue.landing_root, source, n, now, dry_run, batch_size, store)
             for source, n in plan.items()
         ]
     finally:

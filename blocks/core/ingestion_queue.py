@@ -8,14 +8,15 @@ import os
 import uuid
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from prefect.blocks.core import Block
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from blocks.core.defaults import default_landing_dir
 from blocks.core.errors import ConfigError, IngestError
 from blocks.core.events import emit_source_event
+from blocks.core.landing_store import LandingStore, is_object_uri, load_landing_store
 from blocks.core.ledger import LandedRecord, QueueMessage
 from blocks.core.logos import code_example, logo_url
 from blocks.core.naming import check_source_id, landing_path, safe_relative_name, versioned_name
@@ -98,6 +99,15 @@ class IngestionQueue(Block):
         default="item",
         description="Name of the downstream flow's parameter that receives the item message.",
     )
+    landing_bucket: str | None = Field(
+        default=None,
+        description=(
+            "Land into a bucket instead of landing_dir: a saved prefect-aws S3 Bucket "
+            "('s3-bucket/<name>') or prefect-gcp GCS Bucket ('gcs-bucket/<name>') block. "
+            "Items land under its bucket_folder as {source}/{YYYY}/{MM}/{DD}/{name}; "
+            "messages carry s3:// or gs:// URIs. landing_dir then only holds staging."
+        ),
+    )
     relay_block: str | None = Field(
         default=None,
         description=(
@@ -106,6 +116,8 @@ class IngestionQueue(Block):
             "NATS JetStream, SQS); `ingest-ops relay` publishes any left over."
         ),
     )
+
+    _store: Any = PrivateAttr(default=None)  # the loaded landing bucket, if any
 
     @field_validator("landing_dir", "staging_dir", "quarantine_dir")
     @classmethod
@@ -120,6 +132,18 @@ class IngestionQueue(Block):
             raise ConfigError(where, "is empty; give an absolute directory path")
         if not Path(value).expanduser().is_absolute():
             raise ConfigError(where, f"{value!r} is relative; give an absolute directory path")
+        return value
+
+    @field_validator("landing_bucket")
+    @classmethod
+    def _bucket_ref_shape(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None
+        if value and value.partition("/")[0] not in ("s3-bucket", "gcs-bucket"):
+            raise ConfigError(
+                "IngestionQueue.landing_bucket",
+                f"{value!r}: give a saved bucket block as 's3-bucket/<name>' or "
+                "'gcs-bucket/<name>'",
+            )
         return value
 
     @field_validator("downstream_deployment")
@@ -146,19 +170,33 @@ class IngestionQueue(Block):
             return Path(self.quarantine_dir).expanduser().absolute()
         return self.landing_root.with_name(self.landing_root.name + ".quarantine")
 
+    def landing_store(self) -> LandingStore | None:
+        """The bucket items land into (`landing_bucket`), loaded once; None: landing_dir."""
+        if not self.landing_bucket:
+            return None
+        if self._store is None:
+            self._store = load_landing_store(self.landing_bucket)
+        return self._store
+
     def preflight(self) -> None:
-        """Create the folders and check staging and landing share a file system."""
+        """Create the folders and check staging and landing share a file system; with a
+        landing bucket, check it exists and the credentials may use it."""
+        store = self.landing_store()
+        if store is not None:
+            store.check()
         for field, path in (
             ("landing_dir", self.landing_root),
             ("staging_dir", self.staging_root),
         ):
+            if store is not None and field == "landing_dir":
+                continue  # only staging is local
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(
                     f"IngestionQueue.{field}", f"cannot create {path}: {exc.strerror}"
                 ) from exc
-        if os.stat(self.landing_root).st_dev != os.stat(self.staging_root).st_dev:
+        if store is None and os.stat(self.landing_root).st_dev != os.stat(self.staging_root).st_dev:
             raise ConfigError(
                 "IngestionQueue.staging_dir",
                 f"{self.staging_root} is not on the same file system as {self.landing_root}; "
@@ -181,7 +219,7 @@ class IngestionQueue(Block):
         os.replace(staged, target)
         return target
 
-    def place(self, staged: Path, target: Path, sha256: str, known_sha_at) -> Path:
+    def place(self, staged: Path, target: Path, sha256: str, known_sha_at) -> Path | str:
         """Move a staged file to its landing path without ever overwriting other content.
 
         A hard link refuses to replace an existing file, so two runs cannot clobber each
@@ -189,7 +227,14 @@ class IngestionQueue(Block):
         move but before the record) that file is used. If it holds other content, the item
         lands beside it as `name~<sha12>.ext`. `known_sha_at(path)` asks the ledger first,
         to avoid re-hashing recorded files.
+
+        With a landing bucket, the same relative path becomes the object key and the
+        result is the object's URI (see `blocks/core/landing_store.py`).
         """
+        store = self.landing_store()
+        if store is not None:
+            relative = target.relative_to(self.landing_root.resolve()).as_posix()
+            return store.place(staged, relative, sha256, known_sha_at)
         target.parent.mkdir(parents=True, exist_ok=True)
         for path in (target, versioned_name(target, sha256)):
             if _link_no_clobber(staged, path):
@@ -204,6 +249,24 @@ class IngestionQueue(Block):
         raise IngestError(
             f"cannot land {target.name}: {target} and its versioned name hold other content"
         )
+
+    def clean_stale_objects(self, source_id: str, older_than: float) -> int:
+        """Remove what killed uploads into the landing bucket left (0 without a bucket)."""
+        store = self.landing_store()
+        return store.clean_stale(check_source_id(source_id), older_than) if store else 0
+
+    def open_landed(self, landed_path: str) -> BinaryIO:
+        """A binary reader of a landed item: its local file, or its object in the bucket."""
+        if not is_object_uri(landed_path):
+            return open(landed_path, "rb")  # noqa: SIM115 (the caller closes it)
+        store = self.landing_store()
+        key = store.key_of(landed_path) if store else None
+        if key is None:
+            raise ConfigError(
+                "IngestionQueue.landing_bucket",
+                f"{landed_path} is not in this queue's landing bucket ({self.landing_bucket})",
+            )
+        return store.open(key)
 
     # ----------------------------------------------------------------- announce
     def message_for(self, record: LandedRecord, generation: str = "") -> QueueMessage:
