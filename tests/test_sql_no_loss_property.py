@@ -375,6 +375,7 @@ SCENARIO = st.fixed_dictionaries(
         "zone": st.sampled_from(sorted(ZONES)),
         "max_rows_per_file": st.sampled_from([None, 7]),
         "use_copy": st.booleans(),
+        "fmt": st.sampled_from(["csv", "parquet"]),
         "steps": st.lists(STEP, min_size=3, max_size=10),
         "seed": st.integers(0, 2**16),
     }
@@ -430,7 +431,8 @@ def play(h: Harness, steps: list[tuple], seed: int) -> None:
 def _property(db: SourceDb, save_block, scenario: dict) -> None:
     if currently_in_test_context():
         note(repr(scenario))
-    fields = {"use_copy": scenario["use_copy"]}
+    # parquet on PostgreSQL with use_copy: the column-wise COPY -> Arrow path
+    fields = {"use_copy": scenario["use_copy"], "output_format": scenario.get("fmt", "csv")}
     if scenario["max_rows_per_file"]:
         fields["max_rows_per_file"] = scenario["max_rows_per_file"]
     with harness(

@@ -111,6 +111,11 @@ class RowWriter:
         """Finish the file (the footer for Parquet)."""
 
 
+# Types whose str() is exactly their csv_text (float: repr == str; bool is its own type).
+_AS_IS = frozenset({str, int, float, Decimal, type(None)})
+_AS_IS_DT = _AS_IS | {datetime, date, time}  # str() is isoformat(" ")
+
+
 class CsvWriter(RowWriter):
     def __init__(self, out: BinaryIO, columns: Sequence[Column], style: TextStyle = PLAIN):
         super().__init__(out, columns, style)
@@ -123,7 +128,18 @@ class CsvWriter(RowWriter):
             writer.writerow([c.name for c in self.columns])
             self._header = False
         style = self.style
-        writer.writerows([csv_text(v, style) for v in row] for row in rows)
+        if rows:
+            # Column-wise: a column whose values all print as csv_text would print them
+            # (str() of these types) goes to the C csv writer as is; only the others are
+            # converted cell by cell (bool, bytes, nested values, `T` date-times).
+            as_is = _AS_IS_DT if style.datetime_sep == " " else _AS_IS
+            columns = list(zip(*rows, strict=True))
+            todo = [i for i, col in enumerate(columns) if not as_is.issuperset(map(type, col))]
+            if todo:
+                for i in todo:
+                    columns[i] = [csv_text(v, style) for v in columns[i]]
+                rows = list(zip(*columns, strict=True))
+        writer.writerows(rows)
         self.out.write(buf.getvalue().encode("utf-8"))
         self.rows += len(rows)
 

@@ -61,6 +61,7 @@ from blocks.core.run_logger import run_logger
 from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock, unknown_option
 from blocks.core.timezones import TimezoneName
 from blocks.core.write_behind import ThreadedSink
+from blocks.sql import arrow_copy, mysql_driver, parallel_copy
 from blocks.sql import dialects as dialects
 from blocks.sql import watermark as wm
 
@@ -228,6 +229,24 @@ class SqlSource(SourceBlock):
         default=True,
         description="PostgreSQL + CSV: stream with COPY (SELECT ...) TO STDOUT (fast path).",
     )
+    parallel_streams: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="PostgreSQL COPY paths: extract a window as N key ranges at once, each "
+        "on its own connection, all under ONE exported snapshot (the union equals a "
+        "single-snapshot read). Needs `none` mode with one integer primary key, or `id` "
+        "mode, and no `max_rows_per_file` cut; otherwise one stream. The snapshot stays "
+        "open for the whole extraction (other timestamp sources' in-flight cap waits for "
+        "it), hence the default 1.",
+    )
+    mysql_driver: Literal["auto", "mysqlclient", "pymysql"] = Field(
+        default="auto",
+        title="MySQL driver",
+        description="MySQL/MariaDB: auto uses mysqlclient (C driver, the `sql-fast` extra) "
+        "when it is installed and the connector has no `connect_args`, else pymysql. The "
+        "run log names the driver used.",
+    )
     single_transaction: bool = Field(
         default=False,
         description="Read the whole run in one REPEATABLE READ snapshot (a consistent copy "
@@ -295,6 +314,15 @@ class SqlSource(SourceBlock):
             values = getattr(self, fld)
             if len(set(values)) != len(values) or any(not v for v in values):
                 raise ConfigError(f"{_WHERE}.{fld}", "has empty or repeated column names")
+        if self.parallel_streams > 1 and not (
+            self.incremental_mode == "id"
+            or (self.incremental_mode == "none" and len(self.primary_key) == 1)
+        ):
+            raise ConfigError(
+                f"{_WHERE}.parallel_streams",
+                "needs incremental_mode='id', or 'none' with exactly one (integer) "
+                "primary_key column: the ranges are split on an integer key",
+            )
         if self.stability_seconds:
             raise ConfigError(f"{_WHERE}.stability_seconds", "does not apply to SQL sources")
         if self.start_value is not None:
@@ -371,7 +399,7 @@ class SqlSource(SourceBlock):
 
     # ------------------------------------------------------------------ database
     def _engine(self) -> Engine:
-        engine = self.database.get_engine(pool_pre_ping=True)
+        engine = mysql_driver.choose(self.database, self.mysql_driver, f"{_WHERE}.mysql_driver")
         setup = dialects.session_setup(engine.dialect.name)
         if setup and engine not in _SET_UP:
             event.listen(engine, "connect", _session_hook(setup))
@@ -768,8 +796,9 @@ class SqlSource(SourceBlock):
         order = [prep.base.c[k] for k in key_names]
         if not order and window.kind != "full":
             order = [prep.base.c[self.incremental_column]]
-        if self.output_format == "csv" and self.use_copy and dialects.is_postgres(prep.dialect):
-            rows, last_key = self._copy(out, where, key_names, order, limit)
+        path = self._extraction_path(prep)
+        if path != "rows":
+            rows, last_key = self._copy(out, where, key_names, order, limit, path == "arrow")
         else:
             rows, last_key = self._read(out, where, key_names, order, limit)
         capped = limit is not None and last_key is not None and rows >= limit
@@ -804,6 +833,34 @@ class SqlSource(SourceBlock):
         else:
             state["through"] = int(window.upper)
         return state
+
+    def _extraction_path(self, prep: _Prepared) -> Literal["copy", "arrow", "rows"]:
+        """copy: PostgreSQL COPY CSV as is; arrow: COPY CSV parsed column-wise into Parquet
+        (`blocks/sql/arrow_copy.py`); rows: rows through Python (`_read`). Logged once."""
+        path: Literal["copy", "arrow", "rows"] = "rows"
+        if self.use_copy and dialects.is_postgres(prep.dialect):
+            if self.output_format == "csv":
+                path = "copy"
+            elif self.output_format == "parquet" and arrow_copy.supported(prep.descriptions):
+                path = "arrow"
+        if path == "rows" and not dialects.is_postgres(prep.dialect):
+            driver = prep.engine.dialect.driver
+            run_logger("ingest.sql").info("%s: extraction: rows via %s", self.source_id, driver)
+        else:
+            run_logger("ingest.sql").info("%s: extraction: %s", self.source_id, path)
+        return path
+
+    @staticmethod
+    def _make_writer_schema(prep: _Prepared) -> Any:
+        """The Parquet schema the row path writes (the Arrow path writes the same)."""
+        import pyarrow as pa
+
+        return pa.schema(
+            [
+                pa.field(name, dialects.arrow_type(prep.dialect, d))
+                for name, d in zip(prep.names, prep.descriptions, strict=True)
+            ]
+        )
 
     def _make_writer(self, out: BinaryIO, prep: _Prepared) -> formats.RowWriter:
         """Values are written as PostgreSQL's COPY writes them (the fast path agrees)."""
@@ -873,7 +930,11 @@ class SqlSource(SourceBlock):
                         stmt = stmt.where(wm.keyset_after(keys, last))
                     stmt = stmt.order_by(*keys).limit(n)
                     with conn_for_chunk() as conn:
-                        rows = conn.execute(stmt).all()  # one short transaction per chunk
+                        # one short transaction per chunk; the driver's tuples as they are
+                        # (no SQLAlchemy Row per row: the writers take plain sequences)
+                        result = conn.execute(stmt)
+                        rows = result.cursor.fetchall()
+                        result.close()
                     if rows:
                         writer.write([r[:width] for r in rows])
                         last = list(rows[-1][width:])
@@ -890,8 +951,10 @@ class SqlSource(SourceBlock):
         key_names: list[str],
         order: list[Any],
         limit: int | None,
+        parquet: bool = False,
     ) -> tuple[int, list[Any] | None]:
-        """PostgreSQL fast path: COPY (SELECT ...) TO STDOUT per keyset chunk.
+        """PostgreSQL fast path: COPY (SELECT ...) TO STDOUT per keyset chunk (`parquet`:
+        the CSV is parsed column-wise into Parquet by `arrow_copy.ParquetCopySink`).
 
         Each chunk is one short transaction: a boundary query finds the key of the chunk's
         last row (an index-only scan; run one chunk ahead on a second connection when the
@@ -899,6 +962,8 @@ class SqlSource(SourceBlock):
         pipeline's writer."""
         prep = self._prepare()
         cols = [prep.base.c[n] for n in prep.names]
+        if parquet:
+            cols = arrow_copy.select_columns(cols, prep.descriptions)
         keys = [prep.base.c[k] for k in key_names]
         if self.single_transaction and limit is None:
             # One snapshot anyway: one COPY, no keyset ranges, so a full table is a plain
@@ -909,14 +974,20 @@ class SqlSource(SourceBlock):
         raw = prep.engine.raw_connection()
         # psycopg2 calls write() once per row; a C-level buffer turns that into one
         # Python-level write per MiB, hashed and written by a second thread.
-        threaded = ThreadedSink(out)
-        sink = io.BufferedWriter(threaded, _COPY_BUFFER)
-        total, last, header = 0, None, True
+        if parquet:
+            schema = self._make_writer_schema(prep)
+            sink: Any = arrow_copy.ParquetCopySink(out, prep.names, schema, prep.descriptions)
+        else:
+            sink = io.BufferedWriter(ThreadedSink(out), _COPY_BUFFER)
+        total, last, header = 0, None, not parquet
         # Unlimited keyset runs find the next chunk's end on a second connection while
         # this chunk's COPY streams (the boundary scan costs ~0.1 s per million rows).
         # Safe: each chunk's COPY selects a key range, not a row count.
         ahead = _BoundaryAhead(self, prep, keys, where) if keys and limit is None else None
         try:
+            parallel = self._copy_parallel(prep, cols, where, order, limit, sink, header)
+            if parallel is not None:
+                return parallel, None
             cur = raw.cursor()
             if self.single_transaction:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -978,6 +1049,45 @@ class SqlSource(SourceBlock):
                     if ahead is not None:
                         ahead.close()
         return total, last
+
+    def _copy_parallel(
+        self,
+        prep: _Prepared,
+        cols: list[Any],
+        where: list[Any],
+        order: list[Any],
+        limit: int | None,
+        sink: Any,
+        header: bool,
+    ) -> int | None:
+        """`parallel_streams` key ranges under one snapshot (`blocks/sql/parallel_copy.py`);
+        None: not applicable here, copy serially."""
+        if self.parallel_streams <= 1 or limit is not None:
+            return None
+        name = self.incremental_column if self.incremental_mode == "id" else self.primary_key[0]
+        rows = parallel_copy.copy_parallel(
+            prep.engine,
+            prep.base,
+            cols,
+            where,
+            order,
+            prep.base.c[name],
+            self.parallel_streams,
+            sink,
+            header,
+            lambda cur, stmt: self._literal_sql(cur, stmt, prep),
+        )
+        log = run_logger("ingest.sql")
+        if rows is None:
+            log.warning("%s: %r is not an integer column: one COPY stream", self.source_id, name)
+        else:
+            log.info(
+                "%s: %d COPY streams on %r under one snapshot",
+                self.source_id,
+                self.parallel_streams,
+                name,
+            )
+        return rows
 
     @staticmethod
     def _boundary(prep: _Prepared, keys: list[Any], where: list[Any], n: int) -> Any:

@@ -10,11 +10,17 @@ cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.ingest-test-deps
-want="all,test $(cat constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+extras="all,test"
+# mysqlclient (sql-fast) builds against libmariadb: .ci/run installs libmariadb-dev and
+# pkg-config; without them the SQL source uses pymysql and the mysqlclient tests skip.
+if pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null; then
+  extras="all,sql-fast,test"
+fi
+want="$extras $(cat constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing the project and its test dependencies into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[all,test]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[$extras]"
   .venv/bin/python -m pip check
   echo "$want" >"$stamp"
 fi
