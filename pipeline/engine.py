@@ -27,7 +27,7 @@ import hashlib
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -50,7 +50,14 @@ from blocks.core.errors import (
 from blocks.core.ingestion_queue import IngestionQueue
 from blocks.core.ledger import KnownItem, LandedRecord, Ledger
 from blocks.core.naming import safe_relative_name
-from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock
+from blocks.core.source import (
+    Candidate,
+    DiscoverContext,
+    NamedItem,
+    NotTaken,
+    SkipItem,
+    SourceBlock,
+)
 from pipeline.summary import RunSummary
 
 ItemStatus = Literal["landed", "skipped", "failed"]
@@ -179,6 +186,77 @@ def discover(
         len(refused),
     )
     return good, refused
+
+
+@task(
+    name="discover-named",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(2),
+    retry_condition_fn=retry_if_transient,
+)
+def discover_named(
+    source: SourceBlock, ctx: DiscoverContext, items: Sequence[NamedItem]
+) -> tuple[list[Candidate], list[ItemOutcome]]:
+    """Stat exactly the items an event names (`SourceBlock.candidates_for`, no listing),
+    with the listing's checks: an unsafe name is refused before the source is asked, and
+    `min_age_seconds` / `stability_seconds` hold. A named item that is not taken (unsafe,
+    missing, outside the prefix/pattern, another bucket, not ready) is a failed item with
+    its reason, never a silent skip; the others go on."""
+    refused: list[ItemOutcome] = []
+    safe: dict[tuple[str, str | None], NamedItem] = {}
+    for item in items:
+        try:
+            safe_relative_name(item.name)
+            safe.setdefault((item.name, item.bucket), item)  # a key named twice: once
+        except UnsafeNameError as exc:
+            refused.append(ItemOutcome(item.name, "failed", reason=f"{item.where}: {exc}"))
+    asked = list(safe.values())
+
+    def stat() -> tuple[list[Candidate], list[ItemOutcome]]:
+        found: list[Candidate] = []
+        not_taken: list[ItemOutcome] = []
+        answered: set[str] = set()
+        for got in source.candidates_for(asked, ctx) if asked else ():
+            answered.add(got.name)
+            if isinstance(got, NotTaken):
+                not_taken.append(ItemOutcome(got.name, "failed", reason=got.reason))
+            else:
+                found.append(got)
+        not_taken += [
+            ItemOutcome(i.name, "failed", reason="not found at the source")
+            for i in asked
+            if i.name not in answered
+        ]
+        return found, not_taken
+
+    found, not_taken = stat()
+    refused += not_taken
+    if found and source.stability_seconds:
+        time.sleep(source.stability_seconds)
+        stable = take_stable(found, stat()[0])
+        kept = {c.name for c in stable}
+        refused += [
+            ItemOutcome(c.name, "failed", reason="still changing (stability_seconds); not taken")
+            for c in found
+            if c.name not in kept
+        ]
+        found = stable
+    ready = take_ready(source, found, datetime.now(UTC))
+    kept = {c.name for c in ready}
+    refused += [
+        ItemOutcome(c.name, "failed", reason="younger than min_age_seconds; not taken")
+        for c in found
+        if c.name not in kept
+    ]
+    get_run_logger().info(
+        "%d named item(s) in %s: %d to dedupe, %d not taken",
+        len(items),
+        source.source_id,
+        len(ready),
+        len(refused),
+    )
+    return ready, refused
 
 
 # ----------------------------------------------------------------------------- dedupe
@@ -420,8 +498,12 @@ def run_source(
     force: bool = False,
     partition_date: date | None = None,
     fail_on_item_error: bool = True,
+    items: Sequence[NamedItem] | None = None,
 ) -> RunSummary:
     """Run the pipeline for one source inside a flow. Returns the summary.
+
+    `items` (from an event, `pipeline/event_payloads.py`): take exactly these instead of
+    listing the source; the dedupe, landing and records are the same.
 
     Raises ConfigError before any I/O for bad configuration, LedgerError at once when the
     ledger fails, and ItemsFailed at the end if items failed and `fail_on_item_error`.
@@ -438,7 +520,10 @@ def run_source(
     clean_stale_staging(queue, source.source_id)
     try:
         ctx = DiscoverContext(day, flow_run_id, force, ledger, source.source_id)
-        candidates, refused = discover(source, ctx)
+        if items is None:
+            candidates, refused = discover(source, ctx)
+        else:  # an event named the items: stat exactly those, no listing
+            candidates, refused = discover_named(source, ctx, quote(list(items)))
         summary.listed = len(candidates) + len(refused)
         to_fetch, already = dedupe_listing(ledger, source, candidates, force)
         summary.skipped = len(already)

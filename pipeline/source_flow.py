@@ -19,10 +19,11 @@ from prefect.tasks import exponential_backoff
 
 from blocks.core.errors import ConfigError
 from blocks.core.outbox import relay_after_run
-from blocks.core.source import SourceBlock
+from blocks.core.source import SourceBlock, no_named_items
 from blocks.core.timezones import check_run_date
 from pipeline.block_loading import load_named_block, load_shared_blocks
 from pipeline.engine import retry_if_transient, run_source
+from pipeline.event_payloads import merge_date, parse_trigger
 from pipeline.summary import LANDED_NAMES_MAX, RunSummary
 
 PARAMETER_DOCS = """
@@ -38,7 +39,11 @@ Args:
         partial count).
     jitter_seconds: Wait a random 0..jitter_seconds (at most 3600) before starting, so many
         deployments on the same schedule do not hit a server at once. Default 0.
-    trigger: What started the run, e.g. a webhook's request body; logged, not used.
+    trigger: What started the run, e.g. a webhook's request body; logged. When it names
+        items (an S3 event notification, a GCS Pub/Sub notification, `{"items": [...]}`)
+        the run takes exactly those, no listing; `{"date": "YYYY-MM-DD"}` sets the day
+        (see pipeline/event_payloads.py). A recognised key with a bad shape fails naming
+        `trigger.<field>` before any I/O.
     options: Source-specific run options, checked before any I/O; an option the source
         does not know fails naming `options.<key>`. SQL: `backfill_start` /
         `backfill_end` (re-extract a range of the timestamp column; the watermark is not
@@ -90,11 +95,17 @@ def source_flow(block_cls: type[SourceBlock], name: str, summary: str) -> Flow[.
         trigger: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        event = parse_trigger(trigger)  # a bad payload fails before any wait or I/O
+        date = merge_date(date, event)
         check_run_date(date)  # a far-future date fails before the jitter wait and any I/O
         apply_jitter(jitter_seconds)
         if trigger is not None:
-            get_run_logger().info("started by trigger: %s", json.dumps(trigger)[:2000])
+            get_run_logger().info(
+                "started by trigger (%s): %s", event.describe(), json.dumps(trigger)[:2000]
+            )
         source = load_named_block(block_cls, source_block, "source_block")
+        if event.items is not None and not source.takes_named_items:
+            raise no_named_items(source)
         check_run_date(date, source.timezone)  # exact bound: tomorrow in the source's zone
         source.apply_run_options(options)  # before any I/O
         ledger, queue = load_shared_blocks(ledger_block, queue_block)
@@ -123,8 +134,11 @@ def source_flow(block_cls: type[SourceBlock], name: str, summary: str) -> Flow[.
                         force=force,
                         partition_date=date,
                         fail_on_item_error=fail_on_item_error,
+                        items=event.items,
                     )
                     _add(totals, one_pass)
+                    if event.items is not None:
+                        break  # the named items are taken: one pass
                     if not source.runs_again(ledger, one_pass, totals["runs"]):
                         break
         finally:

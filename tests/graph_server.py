@@ -47,6 +47,18 @@ class GraphState:
         self.lock = threading.Lock()
 
 
+def _drive_item(i: int, name: str, data: bytes) -> dict:
+    """The driveItem of a file, as a folder listing and a path lookup return it."""
+    return {
+        "id": f"item-{i}",
+        "name": name,
+        "size": len(data),
+        "eTag": f'"{hashlib.md5(data).hexdigest()}"',
+        "lastModifiedDateTime": "2026-01-15T08:00:00Z",
+        "file": {"mimeType": "text/csv", "hashes": {}},
+    }
+
+
 def _handler(state: GraphState):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -117,16 +129,7 @@ def _handler(state: GraphState):
             if path == "/v1.0/drives/drive-1/root:/In/Daily:/children":
                 items = [{"id": "folder-x", "name": "sub", "folder": {"childCount": 0}}]
                 for i, (name, data) in enumerate(sorted(state.files.items())):
-                    items.append(
-                        {
-                            "id": f"item-{i}",
-                            "name": name,
-                            "size": len(data),
-                            "eTag": f'"{hashlib.md5(data).hexdigest()}"',
-                            "lastModifiedDateTime": "2026-01-15T08:00:00Z",
-                            "file": {"mimeType": "text/csv", "hashes": {}},
-                        }
-                    )
+                    items.append(_drive_item(i, name, data))
                 start = int(q.get("$skiptoken", ["0"])[0])
                 if state.loop_next_link:
                     body = {"value": items[: state.page_size]}
@@ -138,6 +141,10 @@ def _handler(state: GraphState):
                         f"{self.base}{parts.path}?$skiptoken={start + state.page_size}"
                     )
                 return self._json(body)
+            named = path.removeprefix("/v1.0/drives/drive-1/root:/In/Daily/").rstrip(":")
+            if named != path.rstrip(":") and named in state.files:  # an item by its path
+                i = sorted(state.files).index(named)
+                return self._json(_drive_item(i, named, state.files[named]))
             if path.startswith("/v1.0/drives/drive-1/items/") and path.endswith("/content"):
                 idx = int(path.split("/")[-2].removeprefix("item-"))
                 name = sorted(state.files)[idx]

@@ -15,6 +15,8 @@ A source is a Prefect Block that subclasses `SourceBlock` and implements:
   landed item already has the same content (row/record windows). Default True (files).
 - `after_landing(candidate)`: optional action at the source once the item is recorded
   (keep, delete, archive). A failure here is logged, never loses the landed item.
+- `candidates_for(items, ctx)`: optional (`takes_named_items = True`); stat exactly the
+  items an event names instead of listing (`pipeline/event_payloads.py`).
 - Run hooks, all optional, called by the one flow builder (`pipeline/source_flow.py`):
   `apply_run_options(options)` takes the flow's generic `options` parameter (default: no
   option is known, any key is a ConfigError); `check_before_run` asks for a retried
@@ -29,7 +31,7 @@ events, summary) is the pipeline's job: `pipeline/engine.py`.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -66,6 +68,26 @@ class Candidate:
     version: str | None = None
     expected_sha256: str | None = None
     ref: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class NamedItem:
+    """One item an event names (`pipeline/event_payloads.py`): the name as the source lists
+    it, the bucket the event says it is in (None: not said), and where in the event it
+    was (`trigger.Records[0].s3.object.key`) for error messages."""
+
+    name: str
+    bucket: str | None = None
+    where: str = "trigger"
+
+
+@dataclass(frozen=True)
+class NotTaken:
+    """A named item the source will not take (outside its prefix or pattern, in another
+    bucket, not found): recorded as a failed item with `reason`, the others go on."""
+
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -256,6 +278,19 @@ class SourceBlock(Block):
     run_options: ClassVar[tuple[str, ...]] = ()
     check_before_run: ClassVar[bool] = False
 
+    # Whether `candidates_for` is implemented (file and object sources): a run whose
+    # trigger names items fails naming `trigger` before any I/O when it is not.
+    takes_named_items: ClassVar[bool] = False
+
+    def candidates_for(
+        self, items: Sequence[NamedItem], ctx: DiscoverContext
+    ) -> Iterable[Candidate | NotTaken]:
+        """Stat exactly the named items, no listing: a `Candidate` (as `discover` would
+        list it: same name, size, mtime, version) for each one the source holds and would
+        list, a `NotTaken` with the reason for each other one (outside the prefix/pattern,
+        another bucket, missing). Names reach it already checked safe."""
+        raise no_named_items(self)
+
     def apply_run_options(self, options: Mapping[str, Any] | None) -> None:
         """Take the flow's `options` for this run, before any I/O. Sources that know
         options override this; a key they do not know fails naming `options.<key>`."""
@@ -270,6 +305,15 @@ class SourceBlock(Block):
     def runs_again(self, ledger: Any, summary: Any, runs: int) -> bool:
         """After `runs` pipeline passes with `summary` the last: run one more? (no)"""
         return False
+
+
+def no_named_items(source: SourceBlock) -> ConfigError:
+    """The error for a trigger naming items to a source that cannot stat named items."""
+    return ConfigError(
+        "trigger",
+        f"{type(source).__name__} cannot take named items (it extracts windows or records, "
+        "not named files); send a trigger without an item list",
+    )
 
 
 def unknown_option(key: str, known: Iterable[str]) -> ConfigError:

@@ -5,17 +5,25 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+import stat
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, IngestError
 from blocks.core.naming import safe_relative_name
-from blocks.core.source import Candidate, DiscoverContext, SourceBlock, glob_key
+from blocks.core.source import (
+    Candidate,
+    DiscoverContext,
+    NamedItem,
+    NotTaken,
+    SourceBlock,
+    glob_key,
+)
 
 _CHUNK = 1024 * 1024
 
@@ -129,6 +137,51 @@ class LocalFolderSource(SourceBlock):
                 newest = (st.st_mtime_ns, rel, cand)
         if newest is not None:
             yield newest[2]
+
+    takes_named_items: ClassVar[bool] = True
+
+    def candidates_for(
+        self, items: Sequence[NamedItem], ctx: DiscoverContext
+    ) -> Iterator[Candidate | NotTaken]:
+        """Stat each named file (a path relative to `directory`) that the listing would
+        offer: a regular file, not hidden, not `*.part`, not a symlink, matching the run
+        day's pattern, in a sub-folder only when `recursive`. `mode` is for listings."""
+        pattern = render_date_template(self.pattern, ctx.partition_date)
+        for item in items:
+            if item.bucket is not None:
+                yield NotTaken(item.name, f"{item.where}: names bucket {item.bucket!r}")
+                continue
+            parts = item.name.split("/")
+            base = parts[-1]
+            if len(parts) > 1 and not self.recursive:
+                why = "in a sub-folder, and the source is not recursive"
+            elif any(p.startswith(".") for p in parts) or base.endswith(".part"):
+                why = "a hidden or *.part file, never listed"
+            elif not fnmatch.fnmatchcase(base, pattern):
+                why = f"does not match the file pattern {pattern!r}"
+            else:
+                why = None
+            if why is not None:
+                yield NotTaken(item.name, f"{item.where}: {why}")
+                continue
+            path = self.root.joinpath(*parts)
+            try:
+                st = path.stat(follow_symlinks=False)
+                # no symlinked folder on the way either: only what a walk would reach
+                linked = any(p.is_symlink() for p in path.parents if self.root in p.parents)
+            except (FileNotFoundError, NotADirectoryError):
+                yield NotTaken(item.name, f"{item.where}: no such file in {str(self.root)!r}")
+                continue
+            if not stat.S_ISREG(st.st_mode) or linked:
+                yield NotTaken(item.name, f"{item.where}: not a regular file (or a symlink)")
+                continue
+            yield Candidate(
+                name=item.name,
+                size=st.st_size,
+                mtime=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+                version=_fingerprint(st),
+                ref=str(path),
+            )
 
     def _walk(self, folder: Path, prefix: str, pattern: str) -> Iterator[tuple[Path, str]]:
         with os.scandir(folder) as entries:

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import fnmatch
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError
-from blocks.core.source import Candidate, DiscoverContext, SourceBlock, glob_key
+from blocks.core.source import (
+    Candidate,
+    DiscoverContext,
+    NamedItem,
+    NotTaken,
+    SourceBlock,
+    glob_key,
+)
 
 CHUNK_BYTES = 1024 * 1024
 AfterLanding = Literal["keep", "delete", "copy_to_archive", "move_to_archive"]
@@ -102,6 +110,10 @@ class ObjectStoreSource(SourceBlock):
         """Every object under `prefix`, paging through the listing lazily."""
 
     @abstractmethod
+    def stat_object(self, key: str) -> StoredObject | None:
+        """The object `key` as the listing would give it (same version), None if absent."""
+
+    @abstractmethod
     def copy_object(self, candidate: Candidate, new_key: str) -> None:
         """Server-side copy of exactly the listed version to `new_key`."""
 
@@ -152,6 +164,51 @@ class ObjectStoreSource(SourceBlock):
             yield Candidate(
                 name=obj.key, size=obj.size, mtime=obj.mtime, version=obj.version, ref=obj.ref
             )
+
+    takes_named_items: ClassVar[bool] = True
+
+    def not_selected(self, item: NamedItem, prefix: str, pattern: str) -> str | None:
+        """Why the listing would not offer the named object (None: it would)."""
+        if item.bucket is not None and item.bucket != self.bucket:
+            return f"{item.where}: in bucket {item.bucket!r}, this source reads {self.bucket!r}"
+        key = item.name
+        if not key.startswith(prefix):
+            return f"{item.where}: outside the source's prefix {prefix!r}"
+        if self.archive_prefix and key.startswith(self.archive_prefix):
+            return f"{item.where}: under the archive prefix {self.archive_prefix!r}"
+        if key.endswith("/"):
+            return f"{item.where}: a folder placeholder, not an object"
+        if not fnmatch.fnmatchcase(key[len(prefix) :], pattern):
+            return f"{item.where}: does not match the key pattern {pattern!r}"
+        return None
+
+    def candidates_for(
+        self, items: Sequence[NamedItem], ctx: DiscoverContext
+    ) -> Iterator[Candidate | NotTaken]:
+        """Stat each named object (HEAD / get-metadata, `max_parallel` at once) that lies
+        in this bucket under the run day's prefix and matches the pattern. `mode` is for
+        listings: an event's objects are all taken."""
+        prefix, pattern = self.rendered(ctx.partition_date)
+        wanted: list[NamedItem] = []
+        for item in items:
+            why = self.not_selected(item, prefix, pattern)
+            if why is None:
+                wanted.append(item)
+            else:
+                yield NotTaken(item.name, why)
+        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+            stats = pool.map(self.stat_object, [i.name for i in wanted])
+            for item, obj in zip(wanted, stats, strict=True):
+                if obj is None:
+                    yield NotTaken(item.name, f"{item.where}: no such object in {self.bucket!r}")
+                else:
+                    yield Candidate(
+                        name=obj.key,
+                        size=obj.size,
+                        mtime=obj.mtime,
+                        version=obj.version,
+                        ref=obj.ref,
+                    )
 
     def after_landing(self, candidate: Candidate) -> None:
         action = self.after_landing_action

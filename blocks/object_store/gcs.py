@@ -108,6 +108,21 @@ class GcsSource(ObjectStoreSource):
                     ref=blob.generation,
                 )
 
+    def stat_object(self, key: str) -> StoredObject | None:
+        """Get the object's metadata: the same key, size, time and generation fingerprint
+        as a listing."""
+        with self._errors(f"reading the metadata of {key!r}"):
+            blob = self.storage_client().bucket(self.bucket).get_blob(key)
+        if blob is None:
+            return None
+        return StoredObject(
+            key=blob.name,
+            size=int(blob.size or 0),
+            mtime=blob.updated,
+            version=f"{blob.generation}:{blob.md5_hash or blob.crc32c}",
+            ref=blob.generation,
+        )
+
     def test_connection(self) -> dict[str, Any]:
         """Check credentials, bucket and prefix with one tiny listing call.
 

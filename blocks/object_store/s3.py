@@ -140,6 +140,27 @@ class S3Source(ObjectStoreSource):
                         ref=etag,  # as S3 sent it (quoted): what If-Match compares
                     )
 
+    def stat_object(self, key: str) -> StoredObject | None:
+        """HEAD the object: the same key, size, time and ETag fingerprint as a listing."""
+        client = self.s3_client()
+        with self._errors(f"reading the metadata of {key!r}"):
+            try:
+                head = client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                # HEAD answers a bare 404 for a missing key (and for a missing bucket)
+                if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                    return None
+                raise
+        etag = str(head.get("ETag", ""))
+        size = int(head["ContentLength"])
+        return StoredObject(
+            key=key,
+            size=size,
+            mtime=head.get("LastModified"),
+            version=f"{etag.strip(chr(34))}:{size}",
+            ref=etag,
+        )
+
     def test_connection(self) -> dict[str, Any]:
         """Check credentials, bucket and prefix with one tiny listing call.
 

@@ -8,9 +8,9 @@ import posixpath
 import re
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import paramiko
 from pydantic import Field, PrivateAttr, SecretStr, model_validator
@@ -18,7 +18,14 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, IngestError
 from blocks.core.run_logger import run_logger
-from blocks.core.source import Candidate, DiscoverContext, SourceBlock, glob_key
+from blocks.core.source import (
+    Candidate,
+    DiscoverContext,
+    NamedItem,
+    NotTaken,
+    SourceBlock,
+    glob_key,
+)
 from blocks.core.write_behind import ThreadedSink
 from blocks.sftp.connection import SftpConnection, SftpLogin, fingerprint
 from blocks.sftp.fast_read import SftpReadError, pipelined_download, ranged_readv
@@ -249,6 +256,63 @@ class SftpSource(SourceBlock):
                 version=_fingerprint(entry),
                 expected_sha256=expected,
             )
+
+    takes_named_items: ClassVar[bool] = True
+
+    def candidates_for(
+        self, items: Sequence[NamedItem], ctx: DiscoverContext
+    ) -> Iterator[Candidate | NotTaken]:
+        """Stat each named file in `remote_dir` (one `lstat` each, no listing) that the
+        listing would offer: a regular file matching the run day's pattern, not `*.part`
+        nor a sidecar; its sidecar checksum is read as the listing reads it."""
+        pattern = render_date_template(self.pattern, ctx.partition_date)
+        ext = self.checksum_extension
+        for item in items:
+            name = item.name
+            why = None
+            if item.bucket is not None:
+                why = f"names bucket {item.bucket!r}"
+            elif "/" in name:
+                why = (
+                    f"not a file name in remote_dir {self.remote_dir!r} (sub-folders are not read)"
+                )
+            elif name.endswith(".part") or (ext and name.endswith(ext)):
+                why = "a *.part or sidecar file, never listed"
+            elif not fnmatch.fnmatchcase(name, pattern):
+                why = f"does not match the file pattern {pattern!r}"
+            if why is not None:
+                yield NotTaken(name, f"{item.where}: {why}")
+                continue
+            entry = self._lstat(name)
+            if entry is None:
+                yield NotTaken(name, f"{item.where}: no such file in {self.remote_dir!r}")
+                continue
+            if not (entry.st_mode and stat.S_ISREG(entry.st_mode)):
+                yield NotTaken(name, f"{item.where}: not a regular file")
+                continue
+            expected = None
+            if ext:
+                if self._lstat(name + ext) is not None:
+                    expected = self._read_sidecar(name + ext)
+                elif self.require_checksum:
+                    yield NotTaken(name, f"{item.where}: its {ext} sidecar is not there yet")
+                    continue
+            yield Candidate(
+                name=name,
+                size=entry.st_size,
+                mtime=datetime.fromtimestamp(entry.st_mtime or 0, tz=UTC),
+                version=_fingerprint(entry),
+                expected_sha256=expected,
+            )
+
+    def _lstat(self, name: str) -> paramiko.SFTPAttributes | None:
+        try:
+            return self._conn().sftp.lstat(self._path(name))
+        except FileNotFoundError:
+            return None
+        except _LINK_ERRORS as exc:
+            self._drop_conn()
+            raise IngestError(f"SFTP: cannot stat {name!r}: {exc}") from None
 
     def _read_sidecar(self, sidecar: str) -> str:
         """The hex SHA256 in a sidecar ('HEX', or sha256sum's 'HEX  name')."""

@@ -9,9 +9,9 @@ with Retry-After), 5xx and connection errors are retried by `blocks/http/transpo
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -19,8 +19,21 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError, CredentialsError, IngestError, PermanentError
-from blocks.core.source import Candidate, DiscoverContext, SourceBlock, write_stream
-from blocks.http.transport import RetryPolicy, check_verify_tls, new_client, send_with_retries
+from blocks.core.source import (
+    Candidate,
+    DiscoverContext,
+    NamedItem,
+    NotTaken,
+    SourceBlock,
+    write_stream,
+)
+from blocks.http.transport import (
+    HttpGiveUp,
+    RetryPolicy,
+    check_verify_tls,
+    new_client,
+    send_with_retries,
+)
 
 _CHUNK = 1024 * 1024
 
@@ -187,19 +200,44 @@ class SharePointSource(SourceBlock):
                 for item in page.get("value", []):
                     if "file" not in item or not fnmatch.fnmatchcase(item["name"], pattern):
                         continue
-                    hashes = item["file"].get("hashes") or {}
-                    modified = item.get("lastModifiedDateTime")
-                    yield Candidate(
-                        name=item["name"],  # unchanged: the pipeline checks it is safe
-                        size=item.get("size"),
-                        mtime=datetime.fromisoformat(modified.replace("Z", "+00:00"))
-                        if modified
-                        else None,
-                        version=item.get("eTag") or item.get("cTag"),
-                        expected_sha256=(hashes.get("sha256Hash") or "").lower() or None,
-                        ref={"drive": drive, "id": item["id"]},
-                    )
+                    yield _candidate(item, drive)
                 url = page.get("@odata.nextLink")
+
+    takes_named_items: ClassVar[bool] = True
+
+    def candidates_for(
+        self, items: Sequence[NamedItem], ctx: DiscoverContext
+    ) -> Iterator[Candidate | NotTaken]:
+        """Get each named file of `folder_path` by path (one Graph call each, no listing)
+        when the listing would offer it: a file (not a folder) matching the run day's
+        pattern."""
+        pattern = render_date_template(self.file_pattern, ctx.partition_date)
+        folder = self.folder_path.strip("/")
+        with self._client() as client:
+            drive = self.drive_id(client)
+            for named in items:
+                name = named.name
+                why = None
+                if named.bucket is not None:
+                    why = f"names bucket {named.bucket!r}"
+                elif "/" in name:
+                    why = f"not a file name in folder_path {folder!r} (no sub-folders)"
+                elif not fnmatch.fnmatchcase(name, pattern):
+                    why = f"does not match the file pattern {pattern!r}"
+                if why is not None:
+                    yield NotTaken(name, f"{named.where}: {why}")
+                    continue
+                path = quote(f"{folder}/{name}" if folder else name)
+                try:
+                    item = self._send(client, self._graph(f"/drives/{drive}/root:/{path}")).json()
+                except HttpGiveUp as exc:
+                    if exc.status != 404:
+                        raise
+                    item = None
+                if item is None or "file" not in item:
+                    yield NotTaken(name, f"{named.where}: no such file in {folder or '/'!r}")
+                else:
+                    yield _candidate(item, drive)
 
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         ref = candidate.ref
@@ -208,3 +246,17 @@ class SharePointSource(SourceBlock):
             response = self._send(client, url, stream=True)
             write_stream(response.iter_bytes(_CHUNK), out, response.close)
         return None
+
+
+def _candidate(item: Mapping[str, Any], drive: str) -> Candidate:
+    """A Graph driveItem of a file as a candidate (from a listing page or a path lookup)."""
+    hashes = item["file"].get("hashes") or {}
+    modified = item.get("lastModifiedDateTime")
+    return Candidate(
+        name=item["name"],  # unchanged: the pipeline checks it is safe
+        size=item.get("size"),
+        mtime=datetime.fromisoformat(modified.replace("Z", "+00:00")) if modified else None,
+        version=item.get("eTag") or item.get("cTag"),
+        expected_sha256=(hashes.get("sha256Hash") or "").lower() or None,
+        ref={"drive": drive, "id": item["id"]},
+    )
