@@ -703,7 +703,9 @@ def retention(
         plan = resolve_days(days, overrides, known_sources(led))
         now = dt.datetime.now(dt.UTC)
         results = [
-            prune_source(led, queue.landing_root, s, n, now, dry_run=not apply)
+            prune_source(
+                led, queue.landing_root, s, n, now, dry_run=not apply, store=queue.landing_store()
+            )
             for s, n in plan.items()
         ]
     except IngestError as exc:  # bad days, unknown source, unreachable ledger: one line

@@ -465,12 +465,13 @@ land_item = task(
 
 # ----------------------------------------------------------------------------- run
 def clean_stale_staging(queue: IngestionQueue, source_id: str, older_than: float = 6 * 3600) -> int:
-    """Remove *.part files a crashed run left behind (never a landed file)."""
+    """Remove *.part files a crashed run left behind (never a landed file), and what
+    killed uploads left in a landing bucket."""
+    removed = queue.clean_stale_objects(source_id, older_than)
     folder = queue.staging_root / source_id
     if not folder.is_dir():
-        return 0
+        return removed
     cutoff = time.time() - older_than
-    removed = 0
     for part in folder.glob("*.part"):
         try:
             if part.stat().st_mtime < cutoff:
