@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 
@@ -368,3 +368,29 @@ def test_gcs_credentials_without_access_are_a_clear_error(
     (inbox / "a.csv").write_bytes(b"x")
     state = run(save_block, sqlite_ledger, queue, inbox)
     assert state.is_failed() and "IngestionQueue.landing_bucket" in state.message
+
+
+def test_retention_deletes_landed_objects_only_under_the_queues_bucket_folder(
+    save_block, sqlite_ledger, bucket, inbox, tmp_path
+) -> None:
+    from blocks.core.ledger import LandedRecord
+    from flows.retention import prune_source
+
+    (inbox / "a.csv").write_bytes(b"old\n")
+    queue = bucket_queue(tmp_path, bucket.ref)
+    assert run(save_block, sqlite_ledger, queue, inbox).result()["landed"] == 1
+    consumer = QueueConsumer(sqlite_ledger, "c")
+    consumer.ack([m.message_id for m in consumer.claim(10, "partner")])
+    foreign = f"{bucket.scheme}://{bucket.name}/elsewhere/a.csv"
+    bucket.put("elsewhere/a.csv", b"not ours to delete")
+    sqlite_ledger.record_landed(LandedRecord("partner", "b.csv", sha(b"b"), 1, foreign, None))
+    later = datetime.now(UTC) + timedelta(days=40)
+    store = queue.landing_store()
+
+    dry = prune_source(sqlite_ledger, queue.landing_root, "partner", 30, later, True, store=store)
+    assert (dry.files, dry.refused) == (1, 1)
+    assert len(bucket.list_keys()) == 2
+    done = prune_source(sqlite_ledger, queue.landing_root, "partner", 30, later, False, store=store)
+    assert (done.files, done.refused) == (1, 1) and foreign in done.problems[0]
+    assert bucket.list_keys() == ["elsewhere/a.csv"]  # ours deleted, the foreign one kept
+    assert len(landed(sqlite_ledger, "partner")) == 2  # dedupe rows stay
