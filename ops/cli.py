@@ -32,6 +32,8 @@ from uuid import UUID
 import typer
 
 app = typer.Typer(
+from pipeline.run_trigger import OVERRIDE_TAG, trigger_of
+
     name="ingest-ops", help="Operate the ingestion deployments.", no_args_is_help=True
 )
 _OPTS: dict[str, bool] = {"json": False}
@@ -261,7 +263,6 @@ def _start(deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-OVERRIDE_TAG = "overlap-limit-ignored"
 OVERRIDE_EVENT = "ingest.overlap-limit.ignored"
 
 
@@ -531,25 +532,6 @@ def ledger(
     _emit([{k: r.get(k) for k in keep} for r in rows])
 
 
-def trigger_of(run: Any) -> str:
-    """What started a flow run: `webhook` (a `trigger` parameter: the receiver passes the
-    request body), `backfill` (a subflow: the backfill flow runs each day as one),
-    `schedule` (auto-scheduled), `automation`, `manual` (UI, CLI, API on a deployment),
-    `override` (`ingest-ops run --ignore-overlap-limit`) or `local` (the flow called in a
-    Python process, no deployment)."""
-    if OVERRIDE_TAG in (run.tags or []):
-        return "override"
-    if (run.parameters or {}).get("trigger") is not None:
-        return "webhook"
-    if run.parent_task_run_id is not None:
-        return "backfill"
-    if run.auto_scheduled:
-        return "schedule"
-    if str(getattr(run.created_by, "type", "") or "").upper() == "AUTOMATION":
-        return "automation"
-    return "manual" if run.deployment_id else "local"
-
-
 async def _flow_runs(ids: set[str]) -> dict[str, Any] | None:
     """{id: FlowRun} for the ids Prefect knows; None when the API cannot be read."""
     from prefect.client.orchestration import get_client
@@ -582,8 +564,9 @@ def runs(
     limit: int = typer.Option(20, min=1, max=10000),
     ledger_block: str = typer.Option(None, help="Ingest Ledger block (default: local SQLite)."),
 ) -> None:
-    """Run history from the ledger, newest first: items, bytes, duration and what started
-    each run (schedule, manual, webhook, backfill, automation, local)."""
+    """Run history from the ledger, newest first: items, rows (SQL and warehouse sources),
+    bytes, duration and what started each run (schedule, manual, webhook, backfill,
+    automation, override, local)."""
     from blocks.core.errors import IngestError
 
     led = _ledger(ledger_block)
@@ -603,13 +586,15 @@ def runs(
             "source": r["source"],
             "date": r["partition_date"],
             "status": r["status"],
-            "trigger": trigger_of(flow_run) if flow_run else ("?" if found is None else None),
+            "trigger": r["trigger"]
+            or (trigger_of(flow_run) if flow_run else ("?" if found is None else None)),
             "listed": r["listed"],
             "landed": r["landed"],
             "skipped": r["skipped"],
             "failed": r["failed"],
             "bytes": r["bytes"],
             "seconds": seconds,
+            "rows": r["rows"],
             "flow_run": flow_run.name if flow_run else None,
             "flow_run_id": r["flow_run_id"],
             "error": r["error"],
@@ -622,6 +607,7 @@ def runs(
                 "skipped": r["skipped"],
                 "failed": r["failed"],
                 "MB": round(r["bytes"] / 1e6, 2),
+                "rows": r["rows"],
                 "seconds": seconds,
                 "flow_run": row["flow_run"],
             }

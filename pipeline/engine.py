@@ -53,11 +53,13 @@ from blocks.core.naming import safe_relative_name
 from blocks.core.source import (
     Candidate,
     DiscoverContext,
+    ItemGone,
     NamedItem,
     NotTaken,
     SkipItem,
     SourceBlock,
 )
+from pipeline.run_trigger import current_trigger
 from pipeline.summary import RunSummary
 
 ItemStatus = Literal["landed", "skipped", "failed"]
@@ -75,6 +77,10 @@ class ItemOutcome:
     bytes: int = 0
     landed_path: str | None = None
     reason: str = ""
+    rows: int | None = None  # rows in the item, when the source counts them (SQL, warehouse)
+    # a delivery unpacked into several items (zip members, ...): one outcome per item,
+    # counted instead of this one (`pipeline/unpack_landing.py`)
+    members: tuple[ItemOutcome, ...] = ()
 
 
 class HashingWriter:
@@ -83,12 +89,16 @@ class HashingWriter:
     A source may instead write the staging file itself (`path`, e.g. byte ranges from
     several connections at once) and call `hash_written(upto)` as the file becomes
     complete from its start; the two ways must not be mixed in one fetch.
+
+    A source that writes rows (SQL, warehouse) sets `rows` to how many it wrote; the run
+    summary and the ledger's run history add them up.
     """
 
     def __init__(self, fh, path: Path | None = None) -> None:
         self._fh = fh
         self._digest = hashlib.sha256()
         self.size = 0
+        self.rows: int | None = None
         self.path = path
         self._reader = None
         self._buffer: bytearray | None = None
@@ -372,6 +382,8 @@ def land_one(
             except SkipItem as why:
                 for key, value in why.state.items():
                     ledger.set_state(sid, key, value)
+                if isinstance(why, ItemGone):
+                    logger.warning("%s: %s; skipped", candidate.name, why)
                 return ItemOutcome(
                     candidate.name, "skipped", reason=str(why) or "skipped by source"
                 )
@@ -449,7 +461,9 @@ def land_one(
             logger.warning(
                 "%s: landed, but the after-landing action failed: %s", candidate.name, exc
             )
-        return ItemOutcome(candidate.name, "landed", bytes=size, landed_path=str(placed))
+        return ItemOutcome(
+            candidate.name, "landed", bytes=size, landed_path=str(placed), rows=writer.rows
+        )
     finally:
         staged.unlink(missing_ok=True)
 
@@ -517,7 +531,7 @@ def run_source(
     ledger.check()
     flow_run_id = current_flow_run_id()
     summary = RunSummary(source=source.source_id, partition_date=day.isoformat())
-    run_row = ledger.start_run(source.source_id, flow_run_id, day)
+    run_row = ledger.start_run(source.source_id, flow_run_id, day, trigger=current_trigger())
     clean_stale_staging(queue, source.source_id)
     try:
         ctx = DiscoverContext(day, flow_run_id, force, ledger, source.source_id)
@@ -683,6 +697,8 @@ def _finish(ledger: Ledger, run_row: int, summary: RunSummary, error: str | None
         ledger.finish_run(run_row, summary.status, summary.counts(), error)
     except LedgerError:
         if error is None:
+        if outcome.rows is not None:
+            summary.rows = (summary.rows or 0) + outcome.rows
             raise
     try:
         summary.publish()

@@ -22,6 +22,7 @@ class RunSummary:
     landed: int = 0
     failed: int = 0
     bytes: int = 0
+    rows: int | None = None  # None: the source does not count rows (files)
     seconds: float = 0.0
     status: str = "running"
     failures: list[dict[str, str]] = field(default_factory=list)
@@ -43,7 +44,9 @@ class RunSummary:
         return (
             f"source={self.source} date={self.partition_date} status={self.status} "
             f"listed={self.listed} skipped={self.skipped} landed={self.landed} "
-            f"failed={self.failed} bytes={self.bytes} seconds={self.seconds:.2f} "
+            f"failed={self.failed} bytes={self.bytes}"
+            + (f" rows={self.rows}" if self.rows is not None else "")
+            + f" seconds={self.seconds:.2f} "
             f"({self.mb_per_second():.1f} MB/s)"
         )
 
@@ -52,6 +55,8 @@ class RunSummary:
         failure (at most 100)."""
         rows: list[dict[str, Any]] = []
         for key, value in self.counts().items():
+            if key == "rows" and value is None:
+                continue
             rows.append({"what": key, "value": round(value, 2) if key == "seconds" else value})
             if key == "seconds":
                 rows.append({"what": "MB/s", "value": round(self.mb_per_second(), 2)})

@@ -49,7 +49,7 @@ def server_missing(what: str, why: str) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 

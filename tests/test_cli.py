@@ -275,7 +275,9 @@ def test_runs_shows_counts_duration_and_trigger(save_block, sqlite_ledger):
         ("override", override),
     ]:
         row = sqlite_ledger.start_run(src, str(run.id), dt.date(2026, 3, 1))
-        counts = {"listed": 3, "landed": 2, "skipped": 1, "bytes": 2_500_000, "seconds": 1.5}
+        counts = {
+            "listed": 3, "landed": 2, "skipped": 1, "bytes": 2_500_000, "rows": 40, "seconds": 1.5
+        }  # fmt: skip
         sqlite_ledger.finish_run(row, "completed", counts, None)
         expected[str(run.id)] = kind
     sqlite_ledger.start_run("other-source", None, None)
@@ -284,10 +286,11 @@ def test_runs_shows_counts_duration_and_trigger(save_block, sqlite_ledger):
     assert result.exit_code == 0, result.output
     assert {r["flow_run_id"]: r["trigger"] for r in rows} == expected
     first = rows[0]
-    assert (first["listed"], first["landed"], first["bytes"], first["seconds"]) == (
+    assert (first["listed"], first["landed"], first["bytes"], first["rows"], first["seconds"]) == (
         3,
         2,
         2_500_000,
+        40,
         1.5,
     )
     assert first["source"] == src and first["status"] == "completed" and first["flow_run"]
@@ -295,11 +298,16 @@ def test_runs_shows_counts_duration_and_trigger(save_block, sqlite_ledger):
     header, *lines = text.splitlines()
     assert header.split() == [
         "started_at", "source", "date", "status", "trigger", "items", "skipped", "failed",
-        "MB", "seconds", "flow_run",
+        "rows", "MB", "seconds", "flow_run",
     ]  # fmt: skip
     assert len(lines) == 6 and all(" 2/3 " in x and " 2.50 " in x and "1.50" in x for x in lines)
     _, everything = cli("runs", "--ledger-block", led, "--limit", "100")
     assert {r["source"] for r in everything} == {src, "other-source"}
+    # What the run recorded itself wins (Prefect may have deleted the flow run by then).
+    recorded = sqlite_ledger.start_run(src, str(local.id), None, trigger="webhook")
+    sqlite_ledger.finish_run(recorded, "completed", {"landed": 0}, None)
+    _, rows = cli("runs", "--source", src, "--ledger-block", led, "--limit", "1")
+    assert rows[0]["trigger"] == "webhook"
 
 
 def test_cli_does_not_log_engine_creation(prefect_api, tmp_path):

@@ -626,3 +626,33 @@ def test_bad_date_template_fails_in_preflight_naming_the_field(save_block, queue
     with pytest.raises(ConfigError, match=r"LocalFolderSource\.pattern"):
         state.result()
     assert not ledger_path.exists(), "the ledger must not be touched before the config is valid"
+
+
+def test_a_file_deleted_between_listing_and_fetch_is_skipped_with_a_warning(
+    save_block, sqlite_ledger, queue, inbox, monkeypatch, caplog
+) -> None:
+    """The partner removed (or renamed) a file after the listing: nothing is there to
+    take, so it is skipped with one warning, no traceback, and the run stays Completed."""
+    write(inbox / "a.csv", "1\n")
+    gone = write(inbox / "b.csv", "2\n")
+    listing = LocalFolderSource.discover
+
+    def list_then_delete(self, ctx):
+        found = list(listing(self, ctx))
+        gone.unlink()
+        return found
+
+    monkeypatch.setattr(LocalFolderSource, "discover", list_then_delete)
+    caplog.set_level(logging.INFO, logger="prefect")
+    source = LocalFolderSource(source_id="vanish", directory=str(inbox))
+    state = run(save_block, sqlite_ledger, queue, source)
+    assert state.is_completed(), state.message
+    result = counts(state)
+    assert (result["listed"], result["landed"], result["skipped"], result["failed"]) == (2, 1, 1, 0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("b.csv: deleted or renamed since it was listed" in m for m in warnings), warnings
+    assert not any(r.exc_info for r in caplog.records)
+    assert "Traceback" not in caplog.text
+    write(inbox / "b.csv", "2\n")  # back again: the next run takes it
+    monkeypatch.setattr(LocalFolderSource, "discover", listing)
+    assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 1

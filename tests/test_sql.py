@@ -100,6 +100,9 @@ def test_pg_full_incremental_updates_and_empty_increments(
     assert rows[0]["amount"] == "1.50" and rows[0]["note"] == "old0"
     first_mark = watermark(ledger, source.source_id)
     assert first_mark["mode"] == "timestamp" and first_mark["rows"] == 5
+    assert first["rows"] == 5  # the flow's result, the run history and the summary count rows
+    history = ledger.recent_runs(source.source_id, 1)[0]
+    assert (history["rows"], history["trigger"]) == (5, "local")
 
     empty = counts(run(save_block, ledger, queue, source))
     assert (empty["landed"], empty["skipped"]) == (0, 1)

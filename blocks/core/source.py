@@ -120,6 +120,15 @@ class SkipItem(Exception):
         self.state = dict(state or {})
 
 
+class ItemGone(SkipItem):
+    """Raised by `fetch` when the item was deleted or renamed between the listing and the
+    fetch: nothing is there to take (a renamed file is listed under its new name next
+    time). Counted as skipped and logged as a warning, without a traceback."""
+
+    def __init__(self, reason: str = "deleted or renamed since it was listed") -> None:
+        super().__init__(reason)
+
+
 class SourceBlock(Block):
     """Fields every source shares: identity in the ledger and how the pipeline treats it."""
 
@@ -330,3 +339,10 @@ def write_stream(chunks: Iterable[bytes], out: BinaryIO, close: Callable[[], obj
             out.write(chunk)
     finally:
         close()
+
+
+def report_rows(out: BinaryIO, rows: int) -> None:
+    """Tell the pipeline how many rows a fetch wrote into `out` (the run history and
+    summary show them); a sink that does not count rows ignores it."""
+    if hasattr(out, "rows"):
+        out.rows = rows  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from blocks.core.naming import safe_relative_name
 from blocks.core.source import (
     Candidate,
     DiscoverContext,
+    ItemGone,
     NamedItem,
     NotTaken,
     SourceBlock,
@@ -201,7 +202,11 @@ class LocalFolderSource(SourceBlock):
 
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         path = Path(candidate.ref)
-        with open(path, "rb") as fh:
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+        except FileNotFoundError:
+            raise ItemGone() from None
+        with fh:
             before = os.fstat(fh.fileno())
             while chunk := fh.read(_CHUNK):
                 out.write(chunk)

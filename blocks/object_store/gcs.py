@@ -14,7 +14,7 @@ from prefect_gcp import GcpCredentials
 from pydantic import Field, PrivateAttr
 
 from blocks.core.errors import ConfigError, CredentialsError, IngestError, is_retryable
-from blocks.core.source import Candidate, SkipItem
+from blocks.core.source import Candidate, ItemGone
 from blocks.object_store.base import ObjectStoreSource, StoredObject
 
 
@@ -155,7 +155,7 @@ class GcsSource(ObjectStoreSource):
                 # streamed in chunks into `out`; md5/crc32c checked by the client
                 self._blob(candidate).download_to_file(out)
         except gexc.NotFound:
-            raise SkipItem("changed or deleted since it was listed; the next run sees it") from None
+            raise ItemGone("changed or deleted since it was listed; the next run sees it") from None
         return None
 
     # -- after landing

@@ -12,7 +12,7 @@ from prefect_aws import AwsCredentials
 from pydantic import Field
 
 from blocks.core.errors import ConfigError, CredentialsError, IngestError, is_retryable
-from blocks.core.source import Candidate, SkipItem, write_stream
+from blocks.core.source import Candidate, ItemGone, SkipItem, write_stream
 from blocks.object_store.base import CHUNK_BYTES, ObjectStoreSource, StoredObject
 
 # S3 error codes that mean "the credentials are wrong", not "try again".
@@ -189,7 +189,7 @@ class S3Source(ObjectStoreSource):
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchKey", "404"):
-                raise SkipItem("deleted since it was listed") from None
+                raise ItemGone() from None
             if code in ("PreconditionFailed", "412"):
                 raise SkipItem("changed since it was listed; the next run takes it") from None
             with self._errors(f"reading {candidate.name!r}"):

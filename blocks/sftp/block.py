@@ -21,6 +21,7 @@ from blocks.core.run_logger import run_logger
 from blocks.core.source import (
     Candidate,
     DiscoverContext,
+    ItemGone,
     NamedItem,
     NotTaken,
     SourceBlock,
@@ -413,7 +414,7 @@ class SftpSource(SourceBlock):
                     f"({candidate.size} listed, {done} read); will retry"
                 )
         except FileNotFoundError:
-            raise IngestError(f"{candidate.name}: gone from the server before download") from None
+            raise ItemGone() from None
         except IngestError as exc:
             if isinstance(exc, SftpReadError):
                 raise IngestError(

@@ -58,7 +58,14 @@ from blocks.core import file_formats as formats
 from blocks.core import watermark_values as values
 from blocks.core.errors import ConfigError, IngestError, boundary_error, is_retryable
 from blocks.core.run_logger import run_logger
-from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock, unknown_option
+from blocks.core.source import (
+    Candidate,
+    DiscoverContext,
+    SkipItem,
+    SourceBlock,
+    report_rows,
+    unknown_option,
+)
 from blocks.core.timezones import TimezoneName
 from blocks.core.write_behind import ThreadedSink
 from blocks.sql import arrow_copy, mysql_driver, parallel_copy
@@ -807,6 +814,7 @@ class SqlSource(SourceBlock):
         )
         run_logger("ingest.sql").info("%s: %s: %d row(s)", self.source_id, candidate.name, rows)
         updates = {wm.STATE_KEY: state} if state is not None else {}
+        report_rows(out, rows)
         if rows == 0:
             raise SkipItem("no rows in this window", state=updates)
         return updates

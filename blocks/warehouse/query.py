@@ -42,7 +42,7 @@ from blocks.core.errors import ConfigError, IngestError
 from blocks.core.file_formats import EXTENSIONS, Column, OutputFormat, make_writer
 from blocks.core.naming import safe_relative_name
 from blocks.core.run_logger import run_logger
-from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock
+from blocks.core.source import Candidate, DiscoverContext, SkipItem, SourceBlock, report_rows
 from blocks.core.timezones import TimezoneName
 from blocks.warehouse.watermark import (
     STATE_KEY,
@@ -357,6 +357,7 @@ class WarehouseQuerySource(SourceBlock):
                 raise SkipItem(f"the query returned no new rows{where}", state=empty_state(window))
             writer.close()
         log.info("%s: exported %d row(s) in %d chunk(s)", candidate.name, writer.rows, chunks)
+        report_rows(out, writer.rows)
         if progress is None:
             return None
         if progress.dropped:
