@@ -12,9 +12,10 @@ ENV PYTHONUNBUFFERED=1 \
     INGEST_LEDGER_PATH=/data/ingest/ledger.db \
     INGEST_LANDING_DIR=/data/ingest/landing
 
-# openssh-client: `ssh-keyscan` for pinning SFTP host keys; tini: signal forwarding.
+# openssh-client: `ssh-keyscan` for pinning SFTP host keys; tini: signal forwarding;
+# gnupg: `gpg` decrypts PGP deliveries (a source with unpack pgp/auto).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openssh-client tini \
+ && apt-get install -y --no-install-recommends openssh-client tini gnupg \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/prefect/ingest

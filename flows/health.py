@@ -232,7 +232,7 @@ def source_health(ledger: Ledger, source: str, last_n_runs: int) -> SourceHealth
                     .where(
                         landed.c.source == source,
                         landed.c.name == latest_failure.c.name,
-                        landed.c.status.in_(("landed", "duplicate")),
+                        landed.c.status.in_(("landed", "duplicate", "unpacked")),
                         landed.c.created_at >= latest_failure.c.failed_at,
                     )
                     .exists()
@@ -273,7 +273,7 @@ def missing_message(
             .distinct()
             .where(
                 i.source == source,
-                i.status.in_(("landed", "duplicate")),
+                i.status.in_(("landed", "duplicate", "unpacked")),
                 i.partition_date == day.isoformat(),
             )
         ).scalars()

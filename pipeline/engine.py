@@ -59,6 +59,7 @@ from blocks.core.source import (
     SkipItem,
     SourceBlock,
 )
+from blocks.core.unpack import check_unpack_config, unpack_mode
 from pipeline.run_trigger import current_trigger
 from pipeline.summary import RunSummary
 
@@ -404,6 +405,14 @@ def land_one(
                 f"{candidate.name}: sha256 {sha} does not match the announced {expected}; "
                 f"not landed, kept in {kept}"
             )
+        if unpack_mode(source) != "none":  # gunzip / zip members / PGP before landing
+            from pipeline.unpack_landing import land_unpacked
+
+            unpacked = land_unpacked(
+                source, ledger, queue, candidate, staged, sha, size, state, day, flow_run_id, force
+            )
+            if unpacked is not None:
+                return unpacked
 
         # Content dedupe is for files; a row/record window is its own delivery even when
         # its bytes equal an earlier window's (the source says which it is).
@@ -527,6 +536,7 @@ def run_source(
     started = time.monotonic()
     day = partition_date or source.today()
     source.preflight()
+    check_unpack_config(source)
     queue.preflight()
     ledger.check()
     flow_run_id = current_flow_run_id()
@@ -682,9 +692,14 @@ class _Retry(list):
 
 
 def _count(summary: RunSummary, outcome: ItemOutcome) -> None:
-    if outcome.status == "landed":
+    if outcome.members:
+        for member in outcome.members:
+            _count(summary, member)
+    elif outcome.status == "landed":
         summary.note_landed(outcome.name)
         summary.bytes += outcome.bytes
+        if outcome.rows is not None:
+            summary.rows = (summary.rows or 0) + outcome.rows
     elif outcome.status == "skipped":
         summary.skipped += 1
     else:
@@ -697,8 +712,6 @@ def _finish(ledger: Ledger, run_row: int, summary: RunSummary, error: str | None
         ledger.finish_run(run_row, summary.status, summary.counts(), error)
     except LedgerError:
         if error is None:
-        if outcome.rows is not None:
-            summary.rows = (summary.rows or 0) + outcome.rows
             raise
     try:
         summary.publish()

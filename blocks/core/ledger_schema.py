@@ -69,6 +69,8 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 metadata = MetaData()
 
 # status: landed | duplicate (same content already landed under another name) | failed
+# | unpacked (a delivered archive or encrypted file whose items landed under their own names,
+# see pipeline/unpack_landing.py; no landed file of its own)
 items = Table(
     "ingest_items",
     metadata,

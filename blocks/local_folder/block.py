@@ -22,9 +22,9 @@ from blocks.core.source import (
     ItemGone,
     NamedItem,
     NotTaken,
-    SourceBlock,
     glob_key,
 )
+from blocks.core.unpack import FileSourceBlock
 
 _CHUNK = 1024 * 1024
 
@@ -34,7 +34,7 @@ def _fingerprint(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-class LocalFolderSource(SourceBlock):
+class LocalFolderSource(FileSourceBlock):
     """Watched local folder: takes files matching a glob, once each.
 
     `pattern` may hold date templates (`DATA_{date:%Y%m%d}*.csv`), rendered for the run's

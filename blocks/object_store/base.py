@@ -25,9 +25,9 @@ from blocks.core.source import (
     DiscoverContext,
     NamedItem,
     NotTaken,
-    SourceBlock,
     glob_key,
 )
+from blocks.core.unpack import FileSourceBlock
 
 CHUNK_BYTES = 1024 * 1024
 AfterLanding = Literal["keep", "delete", "copy_to_archive", "move_to_archive"]
@@ -44,7 +44,7 @@ class StoredObject:
     ref: Any = None
 
 
-class ObjectStoreSource(SourceBlock):
+class ObjectStoreSource(FileSourceBlock):
     """Base of the bucket sources (not a block type of its own)."""
 
     bucket: str = Field(..., min_length=1, description="Bucket name (no 's3://' / 'gs://').")

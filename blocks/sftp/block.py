@@ -24,9 +24,9 @@ from blocks.core.source import (
     ItemGone,
     NamedItem,
     NotTaken,
-    SourceBlock,
     glob_key,
 )
+from blocks.core.unpack import FileSourceBlock
 from blocks.core.write_behind import ThreadedSink
 from blocks.sftp.connection import SftpConnection, SftpLogin, fingerprint
 from blocks.sftp.fast_read import SftpReadError, pipelined_download, ranged_readv
@@ -49,7 +49,7 @@ def _fingerprint(attrs: paramiko.SFTPAttributes) -> str:
     return f"{attrs.st_size}:{attrs.st_mtime}"
 
 
-class SftpSource(SourceBlock):
+class SftpSource(FileSourceBlock):
     """Files from an SFTP server, once each, downloaded fast and verified.
 
     `pattern` is a glob on file names in `remote_dir`, with date templates resolved for the

@@ -24,9 +24,9 @@ from blocks.core.source import (
     DiscoverContext,
     NamedItem,
     NotTaken,
-    SourceBlock,
     write_stream,
 )
+from blocks.core.unpack import FileSourceBlock
 from blocks.http.transport import (
     HttpGiveUp,
     RetryPolicy,
@@ -38,7 +38,7 @@ from blocks.http.transport import (
 _CHUNK = 1024 * 1024
 
 
-class SharePointSource(SourceBlock):
+class SharePointSource(FileSourceBlock):
     """Files in a SharePoint document library (or OneDrive) folder via Microsoft Graph.
 
     Lists the folder once per run (paged), keeps names matching `file_pattern` (date
