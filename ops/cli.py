@@ -13,7 +13,7 @@
     ingest-ops [--json] health [--ledger-block NAME] [--last-n 20] [--abandon-after-hours 24]
     ingest-ops [--json] retention [--days 30] [--source-days S=N ...] [--apply]
                         [--ledger-block NAME] [--queue-block NAME]
-    ingest-ops [--json] install-automations [--grace-seconds 240]
+    ingest-ops [--json] install-automations [--grace-seconds 240] [--notify-block SLUG/NAME]
     ingest-ops metrics [--host 127.0.0.1] [--port 9464] [--ledger-block NAME]
     ingest-ops [--json] relay [--block NAME | --queue-block NAME] [--source S] [--limit N]
                         [--ledger-block NAME]
@@ -31,9 +31,9 @@ from uuid import UUID
 
 import typer
 
-app = typer.Typer(
 from pipeline.run_trigger import OVERRIDE_TAG, trigger_of
 
+app = typer.Typer(
     name="ingest-ops", help="Operate the ingestion deployments.", no_args_is_help=True
 )
 _OPTS: dict[str, bool] = {"json": False}
@@ -713,14 +713,30 @@ def install_automations(
         help="Mark a run Crashed when no heartbeat came for this long; must exceed "
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY on the workers (default 180).",
     ),
+    notify_block: str = typer.Option(
+        None,
+        help="Also install the alerts (failed/crashed runs, missing files, stale sources, "
+        "failed connection checks), sent through this notification block "
+        "(<block-type-slug>/<name>, e.g. custom-webhook/ops-alerts).",
+    ),
 ) -> None:
-    """Create (or replace) the automations the product relies on: crash unresponsive runs."""
+    """Create (or replace) the automations the product relies on: crash unresponsive runs,
+    and with --notify-block the alerts (ops/alerts.py)."""
     from ops.automations import install
 
     try:
-        _emit(install(grace_seconds))
-    except ValueError as exc:
+        if notify_block is not None:
+            from ops.alerts import notification_block_id
+
+            notification_block_id(notify_block)  # a bad block changes nothing
+        installed = install(grace_seconds)
+        if notify_block is not None:
+            from ops.alerts import install_alerts
+
+            installed.update(install_alerts(notify_block))
+    except ValueError as exc:  # ConfigError too: one line naming the option
         _fail(str(exc))
+    _emit(installed)
 
 
 @app.command()
