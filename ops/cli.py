@@ -17,6 +17,7 @@
     ingest-ops metrics [--host 127.0.0.1] [--port 9464] [--ledger-block NAME]
     ingest-ops [--json] relay [--block NAME | --queue-block NAME] [--source S] [--limit N]
                         [--ledger-block NAME]
+    ingest-ops [--json] drain --pool P [--timeout 600] [--worker NAME] | drain --pool P --resume
 
 Also runnable as `python -m ops.cli`. Errors go to stderr with exit code 1 (2 for usage).
 """
@@ -593,8 +594,8 @@ def runs(
             "skipped": r["skipped"],
             "failed": r["failed"],
             "bytes": r["bytes"],
-            "seconds": seconds,
             "rows": r["rows"],
+            "seconds": seconds,
             "flow_run": flow_run.name if flow_run else None,
             "flow_run_id": r["flow_run_id"],
             "error": r["error"],
@@ -606,8 +607,8 @@ def runs(
                 "items": f"{r['landed']}/{r['listed']}",
                 "skipped": r["skipped"],
                 "failed": r["failed"],
-                "MB": round(r["bytes"] / 1e6, 2),
                 "rows": r["rows"],
+                "MB": round(r["bytes"] / 1e6, 2),
                 "seconds": seconds,
                 "flow_run": row["flow_run"],
             }
@@ -773,6 +774,52 @@ def metrics(
     finally:
         server.shutdown()
         led.dispose()
+
+
+DRAIN_RUNS_LEFT_EXIT = 3  # timeout reached with runs still in flight (1: error, 2: usage)
+
+
+@app.command()
+def drain(
+    pool: str = typer.Option(..., "--pool", help="Work pool to drain."),
+    timeout: float = typer.Option(
+        600.0, min=0, max=7 * 24 * 3600, help="Seconds to wait for in-flight runs."
+    ),
+    worker: str = typer.Option(
+        None,
+        help="Wait only for the runs this worker started (its --name); the whole "
+        "pool still stops starting runs (Prefect has no per-worker pause).",
+    ),
+    resume_pool: bool = typer.Option(False, "--resume", help="Resume the pool instead."),
+) -> None:
+    """Pause a work pool (no new run starts on any of its workers), wait up to --timeout
+    for its Pending/Running runs, report what is left. The pool stays paused: stop the
+    workers, then `ingest-ops drain --pool P --resume`. Exit 3 when runs are left."""
+    from blocks.core.errors import ConfigError
+    from ops import drain as draining
+
+    try:
+        if resume_pool:
+            _emit(asyncio.run(draining.resume(pool)))
+            return
+        report = asyncio.run(draining.drain(pool, timeout, worker))
+    except ConfigError as exc:  # unknown pool, bad timeout: nothing was paused
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 (the API went away mid-drain: say so, no traceback)
+        _fail(
+            f"drain of pool {pool!r} stopped: {type(exc).__name__}: {exc} (the pool may be "
+            f"paused: `prefect work-pool inspect {pool}`)"
+        )
+    out = report.as_dict()
+    _emit(out, table=[{k: v for k, v in out.items() if k not in ("left", "finished")}])
+    if not report.drained:
+        names = ", ".join(f"{r['flow_run']} ({r['state']})" for r in report.left)
+        typer.echo(
+            f"error: {len(report.left)} run(s) still in flight after {timeout:g}s, pool "
+            f"{pool!r} left paused: {names}",
+            err=True,
+        )
+        raise typer.Exit(DRAIN_RUNS_LEFT_EXIT)
 
 
 @app.command()
