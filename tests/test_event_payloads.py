@@ -9,12 +9,18 @@ import base64
 import copy
 import datetime as dt
 import json
+import os
+from urllib.parse import quote_plus
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blocks.core.errors import ConfigError
 from blocks.core.source import NamedItem
 from pipeline.event_payloads import EventSelection, merge_date, parse_trigger
+
+EXAMPLES = int(os.environ.get("INGEST_PROPERTY_EXAMPLES", "20"))
 
 # The sample of https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html
 # (one ObjectCreated:Put record), with a key holding spaces and a '+' as S3 encodes them.
@@ -256,3 +262,14 @@ def test_trigger_date_and_date_parameter_must_agree() -> None:
     with pytest.raises(ConfigError) as err:
         merge_date(dt.date(2026, 3, 1), sel)
     assert err.value.where == "trigger.date"
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40))
+def test_any_key_survives_s3_url_encoding(key: str) -> None:
+    """S3 encodes keys in notifications like `quote_plus` (space as '+', '+' as '%2B',
+    UTF-8 percent-escapes): the parser gives back the exact key."""
+    record = copy.deepcopy(S3_EVENT["Records"][0])
+    record["s3"]["object"]["key"] = quote_plus(key, safe="/")
+    [item] = parse_trigger({"Records": [record]}).items
+    assert item.name == key
