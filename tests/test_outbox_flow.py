@@ -36,7 +36,9 @@ def test_broker_down_during_run_then_ingest_ops_relay(
     broker = next(gen)
     try:
         ledger_name = save_block(sqlite_ledger, "ledger")
-        down = broker.relay.model_copy(update={"url": SecretStr(broker.down_url)})
+        secret = "pw-not-in-logs"
+        down_url = broker.down_url.replace("redis://", f"redis://:{secret}@")
+        down = broker.relay.model_copy(update={"url": SecretStr(down_url)})
         down_name = save_block(down, "relay-down")
         up_name = save_block(broker.relay, "relay")
         source = LocalFolderSource(source_id="relayed", directory=str(inbox))
@@ -59,7 +61,8 @@ def test_broker_down_during_run_then_ingest_ops_relay(
         # The broker is down: items land, the run fails naming the broker, nothing lost.
         state = run(down_name)
         assert state.is_failed()
-        assert "redis" in state.message and broker.down_url.split("@")[-1][7:] in state.message
+        assert "redis" in state.message and broker.down_url[8:] in state.message
+        assert "Connection refused" in state.message and secret not in state.message
         assert len(landed(sqlite_ledger, "relayed")) == 3
         assert pending_count(sqlite_ledger, "relayed") == 3
         assert broker.count() == 0
@@ -80,6 +83,10 @@ def test_broker_down_during_run_then_ingest_ops_relay(
         totals = state.result()
         assert (totals["landed"], totals["published"], totals["unpublished"]) == (1, 1, 0)
         assert broker.count() == 4
+
+        # A queue naming a relay block that does not exist: Failed, naming the field.
+        state = run("no-such-relay")
+        assert state.is_failed() and "IngestionQueue.relay_block" in state.message
 
         # A relay block that does not exist: one line naming the option.
         bad = cli("relay", "--block", "no-such-relay", "--ledger-block", ledger_name)
