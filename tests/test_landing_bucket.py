@@ -60,6 +60,14 @@ class Bucket:
             return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
         return self.client.bucket(self.name).blob(key).download_as_bytes()
 
+    def sha_metadata(self, key: str) -> str | None:
+        """The `ingest-sha256` user metadata the landing wrote on the object."""
+        if self.kind == "s3":
+            return self.client.head_object(Bucket=self.name, Key=key)["Metadata"].get(
+                "ingest-sha256"
+            )
+        return (self.client.bucket(self.name).get_blob(key).metadata or {}).get("ingest-sha256")
+
     def put(self, key: str, data: bytes) -> None:
         if self.kind == "s3":
             self.client.put_object(Bucket=self.name, Key=key, Body=data)
@@ -157,6 +165,7 @@ def test_lands_each_item_once_into_the_bucket_and_rerun_lands_nothing(
     assert bucket.pending_uploads() == 0
     for name, data in files.items():
         assert bucket.read(final_key("partner", name)) == data
+        assert bucket.sha_metadata(final_key("partner", name)) == sha(data)
 
     rows = landed(sqlite_ledger, "partner")
     uris = {r["name"]: r["landed_path"] for r in rows}
