@@ -77,11 +77,16 @@ def make_my(db: str, rows: int) -> None:
     )
 
 
-def run_child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> dict:
-    """Run the flow in a child process; returns its timings and its own peak RSS."""
+def run_child(
+    kind: str, db: str, workdir: Path, chunk: int, repeat: int, fields: dict | None = None
+) -> dict:
+    """Run the flow in a child process; returns its timings and its own peak RSS.
+    `fields`: extra SqlSource fields (output_format, parallel_streams, mysql_driver)."""
+    if EXTRACT_ONLY:
+        return run_extract(kind, db, workdir, chunk, repeat, fields or {})
     proc = subprocess.run(
         [sys.executable, __file__, "--child", kind, "--db", db, "--workdir", str(workdir),
-         "--chunk", str(chunk), "--repeat", str(repeat)],
+         "--chunk", str(chunk), "--repeat", str(repeat), "--fields", json.dumps(fields or {})],
         check=True, capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -101,7 +106,77 @@ def recorded_seconds(state) -> float:
     return (run.end_time - run.start_time).total_seconds()
 
 
-def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
+EXTRACT_ONLY = False  # --extract-only
+
+
+def run_extract(kind: str, db: str, workdir: Path, chunk: int, repeat: int, fields: dict) -> dict:
+    """The best of `repeat` extractions (child_extract), each in its own child for its
+    own peak RSS; shaped like run_child's result so the same report prints it."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.child_rss import run_child as run_measured
+
+    best: dict | None = None
+    for _ in range(repeat):
+        _, rss, stdout = run_measured(
+            [sys.executable, __file__, "--child", kind, "--extract-only", "--db", db,
+             "--workdir", str(workdir), "--chunk", str(chunk), "--fields", json.dumps(fields)],
+            dict(os.environ),
+        )  # fmt: skip
+        got = json.loads(stdout.strip().splitlines()[-1])
+        got["maxrss_mb"] = float(rss)
+        if best is None or got["seconds"] < best["seconds"]:
+            best = got
+    assert best is not None
+    sec = best["seconds"]
+    best.update(run_seconds=sec, fetch_seconds=sec, all_runs=[(sec, sec, sec)], single_runs=[])
+    best.update(baseline_mb=0.0, before_load_mb=0.0, load_seconds=0.0)
+    print(f"  ({kind} {fields or ''}: extraction path {best['path']}, driver {best['driver']})")
+    return best
+
+
+def child_extract(kind: str, db: str, workdir: Path, chunk: int, fields: dict) -> None:
+    """`--extract-only`: the block's own extraction of the whole table (SqlSource.fetch into
+    a file), no Prefect flow around it: what the extraction paths cost, apart from the
+    flow's fixed costs (server, block loads, ledger, summary)."""
+    sys.path.insert(0, str(ROOT))
+    from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
+
+    from blocks.core.source import Candidate
+    from blocks.sql.block import SqlSource, Window
+
+    conf = PG if kind == "pg" else MY
+    driver = SyncDriver.POSTGRESQL_PSYCOPG2 if kind == "pg" else SyncDriver.MYSQL_PYMYSQL
+    source = SqlSource(
+        source_id=f"bench-{kind}",
+        database=SqlAlchemyConnector(
+            connection_info=ConnectionComponents(
+                driver=driver, host=conf["host"], port=conf["port"], username=conf["user"],
+                database=db,
+            )
+        ),
+        table="bench", columns=[c.strip() for c in COLUMNS.split(",")], primary_key=["id"],
+        chunk_size=chunk, copy_chunk_rows=max(chunk, 1_000_000), **fields,
+    )  # fmt: skip
+    prep = source._prepare()
+    path = source._extraction_path(prep)
+    workdir.mkdir(parents=True, exist_ok=True)
+    target = workdir / f"out.{source.output_format}"
+    started = time.perf_counter()
+    with open(target, "wb") as out:
+        source.fetch(Candidate(name="bench", ref=Window("full")), out)
+    seconds = time.perf_counter() - started
+    if source.output_format == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(target).metadata.num_rows
+    else:
+        with open(target, "rb") as fh:
+            rows = sum(c.count(b"\n") for c in iter(lambda: fh.read(1 << 20), b"")) - 1
+    print(json.dumps({"seconds": seconds, "rows": rows, "bytes": target.stat().st_size,
+                      "path": path, "driver": prep.engine.dialect.driver}))  # fmt: skip
+
+
+def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int, fields: dict) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ["PREFECT_HOME"] = str(workdir / "prefect-home")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -131,6 +206,7 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
         primary_key=["id"],
         chunk_size=chunk,
         copy_chunk_rows=max(chunk, 1_000_000),
+        **fields,
     )  # fmt: skip
     ledger = Ledger(
         database=SqlAlchemyConnector(
@@ -140,7 +216,7 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
         )
     )
     queue = IngestionQueue(landing_dir=str(workdir / "landing"), fsync=False)
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=600):  # a loaded host starts slowly
         names = {}
         for label, block in (("s", source), ("l", ledger), ("q", queue)):
             names[label] = f"bench-{label}-{uuid.uuid4().hex[:8]}"
@@ -167,7 +243,7 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
             whole = time.perf_counter() - started
             runs.append((whole, recorded_seconds(state), state.result()["seconds"]))
         single_runs = []
-        if kind == "pg":
+        if kind == "pg" and not fields:
             single = source.model_copy(update={"single_transaction": True})
             single.save(names["s"] + "-1tx", overwrite=True)
             for _ in range(repeat):
@@ -189,6 +265,11 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
             rows += (
                 sum(chunk.count(b"\n") for chunk in iter(lambda fh=fh: fh.read(1 << 20), b"")) - 1
             )
+    import pyarrow.parquet as pq
+
+    for path in (workdir / "landing").rglob("*.parquet"):
+        size += path.stat().st_size
+        rows += pq.ParquetFile(path).metadata.num_rows
     print(
         json.dumps(
             {
@@ -206,6 +287,80 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int) -> None:
             }
         )
     )
+
+
+# dlt, the comparison, in its OWN venv created here (never a project dependency).
+DLT_PACKAGES = [
+    "dlt[sql_database,parquet]==1.31.0", "connectorx==0.4.6", "sqlalchemy>=2,<3",
+    "psycopg2-binary", "pymysql", "pyarrow",
+]  # fmt: skip
+DLT_SCRIPT = r"""
+import glob, gzip, json, sys, time
+import dlt
+from dlt.sources.sql_database import sql_table
+url, cx_url, table, backend, fmt, out = sys.argv[1:7]
+kw = {"backend_kwargs": {"conn": cx_url}} if backend == "connectorx" else {}
+source = sql_table(credentials=url, table=table, backend=backend, **kw)
+pipe = dlt.pipeline(
+    pipeline_name="bench_" + backend,
+    destination=dlt.destinations.filesystem(bucket_url="file://" + out),
+    dataset_name="d", pipelines_dir=out + "/.dlt",
+)
+t = time.perf_counter()
+pipe.run(source, loader_file_format=fmt)
+seconds = time.perf_counter() - t
+rows = 0
+for path in glob.glob(out + "/d/" + table + "/*"):
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+        rows += pq.ParquetFile(path).metadata.num_rows
+    elif ".csv" in path:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as fh:
+            rows += sum(1 for _ in fh) - 1
+print(json.dumps({"seconds": seconds, "rows": rows}))
+"""
+
+
+def ensure_dlt(venv: Path) -> Path:
+    """The dlt venv's python, created (and DLT_PACKAGES installed) on first use."""
+    python = venv / "bin" / "python"
+    ok = (
+        python.exists()
+        and subprocess.run(
+            [str(python), "-c", "import dlt, connectorx, sqlalchemy, psycopg2, pymysql"],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
+    if not ok:
+        print(f"creating the dlt venv {venv} (once): {' '.join(DLT_PACKAGES)}")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *DLT_PACKAGES], check=True)
+    (venv / "bench_dlt.py").write_text(DLT_SCRIPT)
+    return python
+
+
+def run_dlt(python: Path, kind: str, db: str, backend: str, fmt: str, out: Path) -> dict:
+    """One dlt pipeline run (sql_table -> local filesystem) in a child; its peak RSS."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.child_rss import run_child as run_measured
+
+    if kind == "pg":
+        url = f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{db}"
+        cx = f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{db}"
+    else:
+        url = f"mysql+pymysql://{MY['user']}@{MY['host']}:{MY['port']}/{db}"
+        cx = f"mysql://{MY['user']}@{MY['host']}:{MY['port']}/{db}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["RUNTIME__LOG_LEVEL"] = "ERROR"
+    _, rss, stdout = run_measured(
+        [str(python), str(python.parent.parent / "bench_dlt.py"), url, cx, "bench", backend,
+         fmt, str(out)],
+        env,
+    )  # fmt: skip
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["maxrss_mb"] = float(rss)
+    return result
 
 
 def line(label: str, rows: int, seconds: float, rss: float | str) -> str:
@@ -231,6 +386,12 @@ def report(label: str, rows: int, ours: dict, ref_s: float, ref_name: str) -> No
     )
 
 
+def print_summary(summary: list[tuple[str, float]]) -> None:
+    print("\nratios (>1 means the first is faster for 'vs', slower for 's / s'):")
+    for label, ratio in summary:
+        print(f"  {label:<48} {ratio:6.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pg-rows", type=int, default=10_000_000)
@@ -243,9 +404,31 @@ def main() -> None:
     parser.add_argument("--child", choices=["pg", "my"], help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--fields", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--streams", type=int, default=2, help="parallel_streams of the parallel CSV run"
+    )
+    parser.add_argument(
+        "--dlt-venv",
+        default="/tmp/ingest-bench-dlt",
+        help="venv the benchmark creates for dlt (never a project dependency)",
+    )
+    parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument(
+        "--extract-only",
+        action="store_true",
+        help="time SqlSource.fetch alone (no Prefect flow): for a host too loaded to start "
+        "a Prefect server in time",
+    )
     args = parser.parse_args()
+    if args.child and args.extract_only:
+        child_extract(args.child, args.db, Path(args.workdir), args.chunk, json.loads(args.fields))
+        return
     if args.child:
-        child(args.child, args.db, Path(args.workdir), args.chunk, args.repeat)
+        child(
+            args.child, args.db, Path(args.workdir), args.chunk, args.repeat,
+            json.loads(args.fields),
+        )  # fmt: skip
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sql-"))
@@ -258,6 +441,12 @@ def main() -> None:
 def measure(args: argparse.Namespace, tmp: Path) -> None:
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} cores, load average {load:.2f} at start")
+    summary: list[tuple[str, float]] = []
+    global EXTRACT_ONLY
+    EXTRACT_ONLY = args.extract_only
+    if EXTRACT_ONLY:
+        print("--extract-only: SqlSource.fetch alone, no Prefect flow ('flow run' lines below)")
+    dlt_python = None if args.skip_dlt else ensure_dlt(Path(args.dlt_venv))
     pg_db = f"bench_sql_{uuid.uuid4().hex[:8]}"
     try:
         t = time.perf_counter()
@@ -283,7 +472,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         print(line("psql \\copy (reference)", args.pg_rows, ref_s, ref_rss_text))
         report("ingest-sql flow (COPY chunks)", args.pg_rows, ours, ref_s, "psql")
         print(f"  file {ours['bytes'] / 1e6:.0f} MB vs psql {ref_file.stat().st_size / 1e6:.0f} MB")
-        one = ours["single_runs"]
+        one = ours["single_runs"] or [(0.0, ref_s, 0.0)]
         print(
             "  single_transaction=True (one COPY, seq scan, one long transaction): best "
             f"flow run {min(r[1] for r in one):.2f} s, extraction {min(r[2] for r in one):.2f} s "
@@ -291,10 +480,44 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
             + str([tuple(round(x, 2) for x in r) for r in one])
         )
         ref_file.unlink()
+        shutil.rmtree(tmp / "pg", ignore_errors=True)
+        n = args.pg_rows
+        par = run_child("pg", pg_db, tmp / "pgpar", args.chunk, args.repeat,
+                        {"parallel_streams": args.streams})  # fmt: skip
+        assert par["rows"] == n, par
+        shutil.rmtree(tmp / "pgpar", ignore_errors=True)
+        report(f"flow, parallel_streams={args.streams}", n, par, ref_s, "psql")
+        pq_run = run_child("pg", pg_db, tmp / "pgpq", args.chunk, args.repeat,
+                           {"output_format": "parquet"})  # fmt: skip
+        assert pq_run["rows"] == n, pq_run
+        shutil.rmtree(tmp / "pgpq", ignore_errors=True)
+        print(line("flow -> Parquet (COPY -> Arrow)", n, pq_run["run_seconds"],
+                   pq_run["maxrss_mb"]))  # fmt: skip
+        print(
+            f"  Parquet flow run / CSV flow run: {pq_run['run_seconds'] / ours['run_seconds']:.2f}"
+            f"x (target <= 1.5x); extraction {pq_run['fetch_seconds']:.2f} s vs CSV "
+            f"{ours['fetch_seconds']:.2f} s"
+        )
+        summary.append(
+            ("PG Parquet / own CSV (flow run)", pq_run["run_seconds"] / ours["run_seconds"])
+        )
+        summary.append(("PG CSV flow vs psql", ref_s / ours["run_seconds"]))
+        summary.append((f"PG CSV {args.streams} streams vs psql", ref_s / par["run_seconds"]))
+        if dlt_python is not None:
+            for backend, fmt in (("connectorx", "parquet"), ("pyarrow", "parquet"),
+                                 ("connectorx", "csv")):  # fmt: skip
+                out = tmp / f"dlt-{backend}-{fmt}"
+                got = run_dlt(dlt_python, "pg", pg_db, backend, fmt, out)
+                shutil.rmtree(out, ignore_errors=True)
+                print(line(f"dlt {backend} -> {fmt} (pipeline.run)", n, got["seconds"],
+                           got["maxrss_mb"]) + f"  rows {got['rows']:,}")  # fmt: skip
+                ours_s = pq_run["run_seconds"] if fmt == "parquet" else ours["run_seconds"]
+                summary.append((f"PG {fmt}: dlt {backend} s / ours s", got["seconds"] / ours_s))
     finally:
         psql("postgres", f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
 
     if args.skip_mariadb:
+        print_summary(summary)
         return
     my_db = f"bench_sql_{uuid.uuid4().hex[:8]}"
     try:
@@ -304,12 +527,27 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         t = time.perf_counter()
         mariadb(f"SELECT {COLUMNS} FROM bench", my_db, tmp / "mariadb.tsv")
         ref_s = time.perf_counter() - t
-        ours = run_child("my", my_db, tmp / "my", args.chunk, 1)
-        assert ours["rows"] == args.my_rows, ours
         print(line("mariadb --batch (reference, TSV)", args.my_rows, ref_s, "n/a"))
-        report("ingest-sql flow (pymysql, keyset)", args.my_rows, ours, ref_s, "mariadb client")
+        for driver in ("pymysql", "auto"):
+            ours = run_child("my", my_db, tmp / f"my-{driver}", args.chunk, 1,
+                             {"mysql_driver": driver})  # fmt: skip
+            assert ours["rows"] == args.my_rows, ours
+            shutil.rmtree(tmp / f"my-{driver}", ignore_errors=True)
+            name = "mysqlclient if installed" if driver == "auto" else driver
+            report(f"ingest-sql flow ({name}, keyset)", args.my_rows, ours, ref_s,
+                   "mariadb client")  # fmt: skip
+            summary.append((f"MariaDB CSV {name} vs mariadb --batch", ref_s / ours["run_seconds"]))
+        if dlt_python is not None:
+            out = tmp / "dlt-my"
+            got = run_dlt(dlt_python, "my", my_db, "connectorx", "csv", out)
+            shutil.rmtree(out, ignore_errors=True)
+            print(line("dlt connectorx -> csv (pipeline.run)", args.my_rows, got["seconds"],
+                       got["maxrss_mb"]) + f"  rows {got['rows']:,}")  # fmt: skip
+            summary.append(("MariaDB CSV: dlt connectorx s / ours s",
+                            got["seconds"] / ours["run_seconds"]))  # fmt: skip
     finally:
         mariadb(f"DROP DATABASE IF EXISTS `{my_db}`")
+    print_summary(summary)
     print(f"load average {os.getloadavg()[0]:.2f} at end (other helpers share the 2 cores)")
 
 

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from itertools import chain
 from typing import Any, BinaryIO, Literal
 
 OutputFormat = Literal["csv", "jsonl", "parquet"]
@@ -133,6 +134,11 @@ class CsvWriter(RowWriter):
             # (str() of these types) goes to the C csv writer as is; only the others are
             # converted cell by cell (bool, bytes, nested values, `T` date-times).
             as_is = _AS_IS_DT if style.datetime_sep == " " else _AS_IS
+            if as_is.issuperset(map(type, chain.from_iterable(rows))):
+                writer.writerows(rows)  # the usual case: nothing to convert, no transpose
+                self.out.write(buf.getvalue().encode("utf-8"))
+                self.rows += len(rows)
+                return
             columns = list(zip(*rows, strict=True))
             todo = [i for i, col in enumerate(columns) if not as_is.issuperset(map(type, col))]
             if todo:

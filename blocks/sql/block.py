@@ -234,7 +234,8 @@ class SqlSource(SourceBlock):
     )
     use_copy: bool = Field(
         default=True,
-        description="PostgreSQL + CSV: stream with COPY (SELECT ...) TO STDOUT (fast path).",
+        description="PostgreSQL: stream with COPY (SELECT ...) TO STDOUT: CSV as is, "
+        "Parquet parsed column-wise by pyarrow (fast paths).",
     )
     parallel_streams: int = Field(
         default=1,
