@@ -22,7 +22,7 @@ from blocks.core.outbox import relay_after_run
 from blocks.core.source import SourceBlock, no_named_items
 from blocks.core.timezones import check_run_date
 from pipeline.block_loading import load_named_block, load_shared_blocks
-from pipeline.engine import retry_if_transient, run_source
+from pipeline.engine import current_flow_run_id, retry_if_transient, run_source
 from pipeline.event_payloads import merge_date, parse_trigger
 from pipeline.summary import LANDED_NAMES_MAX, RunSummary
 
@@ -146,6 +146,7 @@ def source_flow(block_cls: type[SourceBlock], name: str, summary: str) -> Flow[.
                 relay_error = relay_after_run(ledger, queue.relay_block, source.source_id, totals)
             finally:
                 source.close()
+                evaluate_day_rules(source.source_id, dt.date.fromisoformat(day), ledger)
                 ledger.dispose()
         if relay_error is not None:
             raise relay_error  # Failed, naming the broker; the messages wait in the outbox
@@ -158,6 +159,16 @@ def source_flow(block_cls: type[SourceBlock], name: str, summary: str) -> Flow[.
         description=summary,
         task_runner=ThreadPoolTaskRunner(max_workers=64),
     )(run)
+
+
+def evaluate_day_rules(source_id: str, day: dt.date, ledger: Any) -> None:
+    """Start the Day Complete Rules naming this source that this day completes (never
+    raises; see blocks/reconcile/day_complete.py). Only inside a flow run: an API is there."""
+    if current_flow_run_id() is None:
+        return
+    from blocks.reconcile.day_complete import after_source_run
+
+    after_source_run(source_id, day, ledger, get_run_logger())
 
 
 def _add(totals: dict[str, Any], summary: RunSummary) -> None:
