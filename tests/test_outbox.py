@@ -424,3 +424,39 @@ def test_relay_passes_with_failures_publish_everything_once_in_order(
     finally:
         ledger.dispose()
         gen.close()
+
+
+def test_sqs_batch_stops_at_the_first_refused_entry(
+    sqlite_ledger: Ledger, moto_endpoint: str, monkeypatch
+) -> None:
+    """SendMessageBatch answers per entry: the messages before the first refused one are
+    marked, it gets the error, the rest wait (moto refuses no entry: the answer for the
+    third is replaced, the narrowest boundary)."""
+    from blocks.core import outbox
+
+    gen = _sqs(moto_endpoint, monkeypatch)
+    broker = next(gen)
+    real = outbox._SqsPublisher.publish_batch
+    calls = []
+
+    def refuse_third(self, items):
+        calls.append(len(items))
+        if len(calls) > 1:
+            return real(self, items)
+        took, _ = real(self, items[:2])
+        return took, RelayError("sqs: SQS refused message: InvalidParameterValue")
+
+    try:
+        ids = land(sqlite_ledger, 12)
+        with patch.object(outbox._SqsPublisher, "publish_batch", refuse_third):
+            with pytest.raises(RelayError, match="InvalidParameterValue"):
+                relay_outbox(sqlite_ledger, broker.relay)
+            rows = outbox_rows(sqlite_ledger)
+            assert [i for i in ids if rows[i]["published_at"]] == ids[:2]
+            assert rows[ids[2]]["publish_attempts"] == 1
+            result = relay_outbox(sqlite_ledger, broker.relay)
+        assert calls == [10, 10]  # 10 per request, then the 10 left
+        assert (result.published, result.pending) == (10, 0)
+        assert broker.ids() == ids
+    finally:
+        gen.close()

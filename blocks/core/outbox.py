@@ -30,7 +30,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -394,20 +394,44 @@ class _SqsPublisher:
             self.queue_url = self.client.get_queue_url(QueueName=target)["QueueUrl"]
 
     def publish(self, message_id: str, source: str, body: bytes) -> bool:
-        extra: dict[str, Any] = {}
-        if self.fifo:
-            # FIFO: the id is the dedupe key; one group per source keeps a source's order.
-            extra = {"MessageDeduplicationId": message_id, "MessageGroupId": source}
         self.client.send_message(
-            QueueUrl=self.queue_url,
-            MessageBody=body.decode(),
-            MessageAttributes={
-                "message_id": {"DataType": "String", "StringValue": message_id},
-                "source": {"DataType": "String", "StringValue": source},
-            },
-            **extra,
+            QueueUrl=self.queue_url, MessageBody=body.decode(), **self._fields(message_id, source)
         )
         return False  # SQS does not say whether it dropped a duplicate
+
+    batch = 10  # SendMessageBatch's maximum
+
+    def publish_batch(self, items: list[tuple[str, str, bytes]]) -> tuple[int, Exception | None]:
+        """One SendMessageBatch; (messages taken from the start, the first entry's error).
+        Entries after a failed one that SQS took anyway are published again next pass
+        (FIFO: deduplicated; standard: a repeat for idempotent consumers)."""
+        entries = [
+            {"Id": str(i), "MessageBody": body.decode(), **self._fields(mid, source)}
+            for i, (mid, source, body) in enumerate(items)
+        ]
+        answer = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        failed = {int(f["Id"]): f for f in answer.get("Failed", [])}
+        if not failed:
+            return len(items), None
+        first = min(failed)
+        entry = failed[first]
+        return first, RelayError(
+            f"{self.relay.describe()}: SQS refused message {items[first][0]}: "
+            f"{entry.get('Code')}: {entry.get('Message', '')}",
+            retryable=not entry.get("SenderFault", False),
+        )
+
+    def _fields(self, message_id: str, source: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "MessageAttributes": {
+                "message_id": {"DataType": "String", "StringValue": message_id},
+                "source": {"DataType": "String", "StringValue": source},
+            }
+        }
+        if self.fifo:
+            # FIFO: the id is the dedupe key; one group per source keeps a source's order.
+            fields |= {"MessageDeduplicationId": message_id, "MessageGroupId": source}
+        return fields
 
     def close(self) -> None:
         self.client.close()
@@ -464,19 +488,12 @@ def relay_outbox(
                         _mark_failed(conn, rows[0].message_id, str(exc))
                         break
                 done: list[str] = []
-                for row in rows:
-                    try:
-                        duplicate = publisher.publish(
-                            row.message_id, row.source, row.payload.encode()
-                        )
-                    except Exception as exc:
-                        failure = relay.error(exc, f"publishing message {row.message_id}")
+                for chunk in _chunks(rows, getattr(publisher, "batch", 1)):
+                    took, duplicates, exc = _send(publisher, chunk)
+                    _count(result, done, chunk[:took], duplicates)
+                    if exc is not None:
+                        failure = relay.error(exc, f"publishing message {chunk[took].message_id}")
                         break
-                    done.append(row.message_id)
-                    if duplicate:
-                        result.duplicates += 1
-                    else:
-                        result.published += 1
                 if done:
                     conn.execute(
                         update(t.queue)
@@ -499,6 +516,49 @@ def relay_outbox(
         failure.relay_result = result  # type: ignore[attr-defined]
         raise failure
     return result
+
+
+# SendMessageBatch refuses a request over 256 KiB in all; stay well under it.
+_BATCH_BYTES = 200_000
+
+
+def _chunks(rows: Any, step: int) -> Iterator[Any]:
+    """Rows in order, up to `step` and _BATCH_BYTES of payload per chunk (one at least)."""
+    chunk: list[Any] = []
+    size = 0
+    for row in rows:
+        n = len(row.payload.encode())
+        if chunk and (len(chunk) == step or size + n > _BATCH_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(row)
+        size += n
+    if chunk:
+        yield chunk
+
+
+def _send(publisher: Publisher, chunk: Any) -> tuple[int, list[bool], Exception | None]:
+    """Publish one message, or a batch where the publisher takes several per request (SQS):
+    (how many from the start the broker took, their duplicate flags, the error if any)."""
+    try:
+        if len(chunk) > 1:
+            taken, exc = publisher.publish_batch(  # type: ignore[attr-defined]
+                [(r.message_id, r.source, r.payload.encode()) for r in chunk]
+            )
+            return taken, [False] * taken, exc
+        row = chunk[0]
+        return 1, [publisher.publish(row.message_id, row.source, row.payload.encode())], None
+    except Exception as exc:
+        return 0, [], exc
+
+
+def _count(result: RelayResult, done: list[str], rows: Any, duplicates: list[bool]) -> None:
+    for row, duplicate in zip(rows, duplicates, strict=True):
+        done.append(row.message_id)
+        if duplicate:
+            result.duplicates += 1
+        else:
+            result.published += 1
 
 
 def _unpublished(dialect: str, source: str | None, limit: int) -> Any:
