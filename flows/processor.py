@@ -13,13 +13,19 @@ calls the tool; on a process pool (the tests' stand-in for the cluster) it calls
 command. Either way the command is configured in the deployment, never taken from the
 event: the event supplies only the path, which is checked (absolute, a regular file,
 under `landing_root` when set, the event's sha256) and passed as one argument (no shell).
+A landed object (`s3://`/`gs://`, when the queue lands into a bucket) is read through the
+`queue_block`'s bucket block into a private temporary file, checked the same way, and
+removed after the command; it must lie in that queue's landing bucket.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +35,12 @@ from prefect import flow, get_run_logger
 
 from blocks.core.errors import ConfigError, PermanentError
 from blocks.core.events import emit_source_event
-from blocks.core.ingestion_queue import sha256_file
+from blocks.core.ingestion_queue import IngestionQueue, sha256_file
+from blocks.core.landing_store import is_object_uri
+from pipeline.block_loading import load_named_block
 
 PROCESSED_EVENT = "ingest.item.processed"
-PLACEHOLDERS = ("path", "sha256", "source", "name")
+PLACEHOLDERS = ("path", "uri", "sha256", "source", "name")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 OUTPUT_TAIL = 2000  # characters of the command's output kept in the log and the result
 
@@ -76,6 +84,20 @@ def render_command(command: list[str], values: dict[str, str]) -> list[str]:
     return [_PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), arg) for arg in command]
 
 
+def fetch_object(queue: IngestionQueue, uri: str, folder: Path) -> tuple[Path, str]:
+    """Stream a landed object (`s3://`/`gs://` in the queue's landing bucket) to a file in
+    `folder`; returns its path and sha256. A URI outside that bucket fails naming
+    `IngestionQueue.landing_bucket` (`open_landed`)."""
+    name = Path(uri.rsplit("/", 1)[-1]).name or "item"
+    target = folder / name
+    digest = hashlib.sha256()
+    with queue.open_landed(uri) as src, open(target, "wb") as out:
+        while chunk := src.read(1024 * 1024):
+            digest.update(chunk)
+            out.write(chunk)
+    return target, digest.hexdigest()
+
+
 @flow(name="process-item", description="Run the processor command on one landed item.")
 def process_item(
     landed_path: str,
@@ -84,34 +106,65 @@ def process_item(
     source: str | None = None,
     name: str | None = None,
     landing_root: str | None = None,
+    queue_block: str | None = None,
     timeout_seconds: float = 3600,
 ) -> dict[str, Any]:
     """Run `command` on one landed item and emit `ingest.item.processed`.
 
     Args:
-        landed_path: The item's landed path or `file://` URI (the trigger passes
-            `{{ event.payload.landed_path }}`).
-        command: The processor command, one list item per argument; `{path}`, `{sha256}`,
-            `{source}`, `{name}` are replaced. Set in the deployment, not by the event.
+        landed_path: The item's landed path, `file://` URI, or `s3://`/`gs://` URI when the
+            queue lands into a bucket (the trigger passes `{{ event.payload.landed_path }}`).
+        command: The processor command, one list item per argument; `{path}` (a local
+            file: the landed file, or a temporary copy of a landed object), `{uri}` (the
+            landed path as given), `{sha256}`, `{source}`, `{name}` are replaced. Set in the
+            deployment, not by the event.
         sha256: The landed content's sha256 from the event; checked before the command
             runs (a file replaced or pruned since fails instead of being processed).
         source: The source id (payload `source`): for the command and the processed event.
         name: The item's name at the source (payload `name`).
-        landing_root: When set, the path must lie under this folder (symlinks resolved).
+        landing_root: When set, a local path must lie under this folder (symlinks resolved).
+        queue_block: The Ingestion Queue block whose `landing_bucket` holds landed objects
+            (needed for `s3://`/`gs://` paths: its bucket block's credentials read them).
         timeout_seconds: The command is killed after this long (1..86400).
 
     Returns the exit code, seconds and the tail of the command's output; a non-zero exit,
     a timeout or a bad path fails the run with the reason.
     """
-    logger = get_run_logger()
     if not 1 <= timeout_seconds <= 86400:
         raise ConfigError("timeout_seconds", "must be between 1 and 86400")
-    path = resolve_landed(landed_path, landing_root)
-    if sha256 and sha256_file(path) != sha256.lower():
-        raise PermanentError(f"landed_path: {str(path)!r} no longer holds sha256 {sha256}")
-    values = {"path": str(path), "sha256": sha256 or "", "source": source or "", "name": name or ""}
-    argv = render_command(command, values)
-    logger.info("processing %s with %s", path, argv[0])
+    values = {
+        "uri": landed_path,
+        "sha256": sha256 or "",
+        "source": source or "",
+        "name": name or "",
+    }
+    if not is_object_uri(landed_path):
+        path = resolve_landed(landed_path, landing_root)
+        if sha256 and sha256_file(path) != sha256.lower():
+            raise PermanentError(f"landed_path: {str(path)!r} no longer holds sha256 {sha256}")
+        return _run(command, path, values, source, timeout_seconds)
+    if not queue_block:
+        raise ConfigError(
+            "queue_block", f"name the Ingestion Queue block that landed {landed_path!r}"
+        )
+    queue = load_named_block(IngestionQueue, queue_block, "queue_block")
+    folder = Path(tempfile.mkdtemp(prefix="ingest-process-"))
+    try:  # processor tools want a local file: a private copy, removed afterwards
+        path, digest = fetch_object(queue, landed_path, folder)
+        if sha256 and digest != sha256.lower():
+            raise PermanentError(f"landed_path: {landed_path!r} no longer holds sha256 {sha256}")
+        return _run(command, path, values, source, timeout_seconds)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(
+    command: list[str], path: Path, values: dict[str, str], source: str | None, timeout: float
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    sha256 = values["sha256"] or None
+    argv = render_command(command, {**values, "path": str(path)})
+    logger.info("processing %s with %s", values["uri"], argv[0])
     started = time.monotonic()
     try:
         done = subprocess.run(
@@ -119,29 +172,29 @@ def process_item(
             capture_output=True,
             text=True,
             errors="replace",
-            timeout=timeout_seconds,
+            timeout=timeout,
             env={**os.environ, "INGEST_ITEM_PATH": str(path), "INGEST_ITEM_SHA256": sha256 or ""},
         )
     except FileNotFoundError:
         raise ConfigError("command", f"{argv[0]!r} not found") from None
     except subprocess.TimeoutExpired:
-        raise PermanentError(f"{argv[0]} on {path}: no result after {timeout_seconds:g}s") from None
+        raise PermanentError(
+            f"{argv[0]} on {values['uri']}: no result after {timeout:g}s"
+        ) from None
     seconds = round(time.monotonic() - started, 2)
     output = (done.stdout + done.stderr)[-OUTPUT_TAIL:]
     if output:
         logger.info("%s output (tail):\n%s", argv[0], output)
     if done.returncode != 0:
-        raise PermanentError(f"{argv[0]} on {path} exited {done.returncode}: {output[-500:]}")
-    result = {
-        "landed_path": str(path),
-        "exit_code": done.returncode,
-        "seconds": seconds,
-        "output_tail": output,
-    }
+        raise PermanentError(
+            f"{argv[0]} on {values['uri']} exited {done.returncode}: {output[-500:]}"
+        )
+    landed = values["uri"] if is_object_uri(values["uri"]) else str(path)
+    result = {"landed_path": landed, "exit_code": 0, "seconds": seconds, "output_tail": output}
     if source:
         emit_source_event(
             PROCESSED_EVENT,
             source,
-            {"landed_path": str(path), "sha256": sha256, "name": name, "seconds": seconds},
+            {"landed_path": landed, "sha256": sha256, "name": values["name"], "seconds": seconds},
         )
     return result
