@@ -35,7 +35,7 @@ from tests.conftest import server_missing, sqlite_connector
 
 pytest_plugins = ["tests.objstore_servers"]  # moto_endpoint
 KINDS = ["redis", "rabbitmq", "nats", "sqs"]
-EXAMPLES = int(os.environ.get("INGEST_OUTBOX_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("INGEST_PROPERTY_EXAMPLES", "8"))
 
 
 def _port_open(port: int) -> bool:
