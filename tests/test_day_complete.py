@@ -33,7 +33,7 @@ from blocks.reconcile.day_complete import (
     landed_for,
 )
 
-EXAMPLES = int(os.environ.get("INGEST_PROPERTY_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("INGEST_PROPERTY_EXAMPLES", "5"))
 DAY = dt.date(2026, 3, 2)
 
 
