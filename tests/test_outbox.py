@@ -73,16 +73,18 @@ def _redis() -> Iterator[Broker]:
     def ids() -> list[str]:
         return [f[b"message_id"].decode() for _id, f in client.xrange(stream)]
 
-    yield Broker(
-        BrokerRelay(kind="redis", target=stream),
-        lambda: client.xlen(stream),
-        ids,
-        f"redis://127.0.0.1:{closed_port()}/0",
-        True,
-    )
-    keys = list(client.scan_iter(f"{stream}:published:*")) + [stream]
-    client.delete(*keys)
-    client.close()
+    try:
+        yield Broker(
+            BrokerRelay(kind="redis", target=stream),
+            lambda: client.xlen(stream),
+            ids,
+            f"redis://127.0.0.1:{closed_port()}/0",
+            True,
+        )
+    finally:
+        keys = list(client.scan_iter(f"{stream}:published:*")) + [stream]
+        client.delete(*keys)
+        client.close()
 
 
 def _rabbitmq() -> Iterator[Broker]:
@@ -108,15 +110,17 @@ def _rabbitmq() -> Iterator[Broker]:
         channel.basic_recover(requeue=True)  # put them back for count()
         return out
 
-    yield Broker(
-        BrokerRelay(kind="rabbitmq", target=name),
-        count,
-        ids,
-        f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F",
-        False,
-    )
-    channel.queue_delete(name)
-    conn.close()
+    try:
+        yield Broker(
+            BrokerRelay(kind="rabbitmq", target=name),
+            count,
+            ids,
+            f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F",
+            False,
+        )
+    finally:
+        channel.queue_delete(name)
+        conn.close()
 
 
 def _nats() -> Iterator[Broker]:
@@ -148,14 +152,16 @@ def _nats() -> Iterator[Broker]:
             out.append(msg.headers["Nats-Msg-Id"])
         return out
 
-    yield Broker(
-        BrokerRelay(kind="nats", target=subject),
-        count,
-        lambda: asyncio.run(call(_ids)),
-        f"nats://127.0.0.1:{closed_port()}",
-        True,
-    )
-    asyncio.run(call(lambda js, _nc: js.delete_stream(stream)))
+    try:
+        yield Broker(
+            BrokerRelay(kind="nats", target=subject),
+            count,
+            lambda: asyncio.run(call(_ids)),
+            f"nats://127.0.0.1:{closed_port()}",
+            True,
+        )
+    finally:
+        asyncio.run(call(lambda js, _nc: js.delete_stream(stream)))
 
 
 def _sqs(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
@@ -192,14 +198,16 @@ def _sqs(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
                 client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
         return out
 
-    yield Broker(
-        BrokerRelay(kind="sqs", url=SecretStr(endpoint), target=name, region="us-east-1"),
-        count,
-        ids,
-        f"http://127.0.0.1:{closed_port()}",
-        True,
-    )
-    client.delete_queue(QueueUrl=url)
+    try:
+        yield Broker(
+            BrokerRelay(kind="sqs", url=SecretStr(endpoint), target=name, region="us-east-1"),
+            count,
+            ids,
+            f"http://127.0.0.1:{closed_port()}",
+            True,
+        )
+    finally:
+        client.delete_queue(QueueUrl=url)
 
 
 @pytest.fixture(params=KINDS)
