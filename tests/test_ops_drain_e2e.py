@@ -38,7 +38,7 @@ from tests.test_ops_e2e import (
     wait_http,
 )
 
-pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(1200)]  # loaded CI machines
 WORKER = "drain-w1"
 
 
