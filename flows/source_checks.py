@@ -3,11 +3,12 @@
 **Connection checks.** The source blocks are the ones the Prefect deployments run: every
 deployment whose `source_block` parameter names a block and whose entrypoint is a source
 flow of `blocks/registry.py` (its block type slug) gives `<slug>/<source_block>`, the same
-reference `ingest-ops test-connection` takes. Each block's `test_connection()` runs in its
-own daemon thread, all at once, and each is bounded by `timeout`: a server that accepts and
-never answers costs the health run `timeout` seconds, not a hung run (the thread is left
-behind; it dies with the process). A failure is one line naming the block and its source,
-with any secret of the block masked, and the event `ingest.source.connection-failed`.
+reference `ingest-ops test-connection` takes (paused deployments are left out). Each
+block's `test_connection()` runs in its own daemon thread, all at once, and each is bounded
+by `timeout`: a server that accepts and never answers costs the health run `timeout`
+seconds, not a hung run (the thread is left behind; it dies with the process). A failure
+is one line naming the block and its source, with any secret of the block masked, and the
+event `ingest.source.connection-failed`.
 
 **Freshness.** `{source_id: hours}` ("*" for every source): a source with nothing newly
 landed for that long is stale, counted from its last landed item, or from its first run when
@@ -60,7 +61,8 @@ def slug_of_entrypoint(entrypoint: str | None) -> str | None:
 
 def source_blocks_of_deployments() -> dict[str, list[str]] | None:
     """{"<slug>/<source_block>": [deployments running it]} from the Prefect API; None when
-    the API cannot be read (health then reports from the ledger only)."""
+    the API cannot be read (health then reports from the ledger only). Paused deployments
+    are left out: an operator who paused a source's runs does not want its alerts."""
     from prefect.client.orchestration import get_client
 
     found: dict[str, list[str]] = {}
@@ -73,7 +75,7 @@ def source_blocks_of_deployments() -> dict[str, list[str]] | None:
                 for dep in page:
                     name = (dep.parameters or {}).get("source_block")
                     slug = slug_of_entrypoint(dep.entrypoint)
-                    if isinstance(name, str) and name and slug:
+                    if isinstance(name, str) and name and slug and not dep.paused:
                         deployment = f"{flows.get(dep.flow_id, '?')}/{dep.name}"
                         found.setdefault(f"{slug}/{name}", []).append(deployment)
                 if len(page) < 200:

@@ -162,7 +162,7 @@ def deploy(prefect_api) -> Iterator:
     that later health runs in the session do not check these blocks."""
     created = []
 
-    def _deploy(flow_name: str, entrypoint: str, source_block: str) -> None:
+    def _deploy(flow_name: str, entrypoint: str, source_block: str, paused: bool = False) -> None:
         with get_client(sync_client=True) as client:
             flow_id = client.create_flow_from_name(flow_name)
             created.append(
@@ -171,6 +171,7 @@ def deploy(prefect_api) -> Iterator:
                     name=f"d-{uuid.uuid4().hex[:8]}",
                     entrypoint=entrypoint,
                     parameters={"source_block": source_block},
+                    paused=paused,
                 )
             )
 
@@ -184,9 +185,10 @@ def test_connection_checks_parallel_bounded_named_and_masked(
     save_block, sqlite_ledger, deploy, hung_server, tmp_path, caplog
 ):
     """Five deployed blocks: one ok folder, one missing folder, one refused port, and two
-    REST sources on a server that accepts and never answers. With a 2 s bound the health
-    run reports the four failures (one line each, naming the block and its source, never
-    the token), emits one event each, and the two hung checks cost 2 s together, not 4."""
+    REST sources on a server that accepts and never answers (and a missing folder whose
+    only deployment is paused: not checked). With a 2 s bound the health run reports the
+    four failures (one line each, naming the block and its source, never the token) and
+    emits one event each."""
     tag = uuid.uuid4().hex[:6]
     (tmp_path / "in").mkdir()
     refused = socket.socket()
@@ -215,11 +217,18 @@ def test_connection_checks_parallel_bounded_named_and_masked(
         folder = isinstance(block, LocalFolderSource)
         entry = "flows.local_folder:ingest_local_folder" if folder else "flows.rest_api:ingest_rest"
         deploy("ingest-local-folder" if folder else "ingest-rest", entry, names[source_id])
+    paused = save_block(
+        LocalFolderSource(source_id=f"paused-{tag}", directory=str(tmp_path / "no")), "paused"
+    )
+    deploy("ingest-local-folder", "flows.local_folder:ingest_local_folder", paused, paused=True)
     led = save_block(sqlite_ledger)
     caplog.set_level("INFO", logger="prefect")
     started = time.monotonic()
     state = ingest_health(
-        ledger_block=led, sources=list(specs), connection_timeout_seconds=2, return_state=True
+        ledger_block=led,
+        sources=[*specs, f"paused-{tag}"],
+        connection_timeout_seconds=2,
+        return_state=True,
     )
     elapsed = time.monotonic() - started
     assert state.is_failed()
@@ -230,8 +239,9 @@ def test_connection_checks_parallel_bounded_named_and_masked(
         ref = f"{slug.get(failing, 'rest-api-source')}/{names[source_id]}"
         assert f"{ref} (source {source_id}): connection check" in message
     assert message.count("timed out after 2 s") == 2
-    assert f"ok-{tag}" not in message
-    assert elapsed < 2 * 2, f"hung checks not in parallel: {elapsed:.1f} s"
+    assert f"ok-{tag}" not in message and paused not in message
+    # The REST block's own timeout is 30 s: only the 2 s bound ends a hung check sooner.
+    assert elapsed < 25, f"health run took {elapsed:.1f} s"
     assert SECRET not in message and SECRET not in caplog.text
     for failing in ("gone", "refused", "hung1", "hung2"):
         found = source_events(CONNECTION_FAILED_EVENT, f"{failing}-{tag}")
@@ -241,3 +251,26 @@ def test_connection_checks_parallel_bounded_named_and_masked(
 
     # Off: the same run reports from the ledger only.
     assert ingest_health(ledger_block=led, sources=list(specs), check_connections=False)
+
+
+def test_hung_checks_run_in_parallel_each_bounded(hung_server):
+    """Three blocks on a server that never answers, bounded at 1.5 s: 1.5 s together, not
+    4.5 (the blocks' own request timeout is 30 s)."""
+    from flows.source_checks import ConnectionChecks, LoadedSource
+
+    blocks = [
+        LoadedSource(
+            f"rest-api-source/h{n}",
+            [],
+            RestApiSource(source_id=f"h{n}", base_url=f"http://127.0.0.1:{hung_server}"),
+        )
+        for n in range(3)
+    ]
+    started = time.monotonic()
+    results = ConnectionChecks(blocks, timeout=1.5).collect()
+    elapsed = time.monotonic() - started
+    assert [r.line() for r in results] == [
+        f"rest-api-source/h{n} (source h{n}): connection check timed out after 1.5 s (no answer)"
+        for n in range(3)
+    ]
+    assert 1.4 < elapsed < 3.0, f"{elapsed:.2f} s"
