@@ -60,6 +60,7 @@ from blocks.core.source import (
     SourceBlock,
 )
 from blocks.core.unpack import check_unpack_config, unpack_mode
+from pipeline.land_batching import BatchRecords
 from pipeline.run_trigger import current_trigger
 from pipeline.summary import RunSummary
 
@@ -346,19 +347,29 @@ def land_batch(
 ) -> list[ItemOutcome | Exception]:
     """Land several small items one after another in one task.
 
-    Each item is landed exactly as `land-item` does; an item's error is returned in its
-    place, not raised, so the run can retry that item alone as a `land-item` task (with
-    Prefect's retries). A ledger error ends the batch at once (the run stops).
+    Each item is fetched, verified and placed as `land-item` does, without a disk sync
+    each; then the whole batch is made durable at once and recorded in ONE ledger
+    transaction, and its events follow (`pipeline/land_batching.py`). An item's error is
+    returned in its place, not raised, so the run can retry that item alone as a
+    `land-item` task (with Prefect's retries). A ledger error ends the batch at once (the
+    run stops).
     """
     results: list[ItemOutcome | Exception] = []
-    for cand in candidates:
-        try:
-            results.append(land_one(source, ledger, queue, cand, day, flow_run_id, force))
-        except LedgerError as exc:
-            results.append(exc)
-            break
-        except Exception as exc:  # returned: the run decides about a retry
-            results.append(exc)
+    batch = BatchRecords(source, ledger, queue, day, flow_run_id, force, results)
+    try:
+        for cand in candidates:
+            try:
+                results.append(
+                    land_one(source, ledger, queue, cand, day, flow_run_id, force, batch)
+                )
+            except LedgerError as exc:
+                results.append(exc)
+                break
+            except Exception as exc:  # returned: the run decides about a retry
+                results.append(exc)
+        batch.flush()
+    except LedgerError:  # flush put the error in the place of every item it held
+        pass
     return results
 
 
@@ -370,8 +381,15 @@ def land_one(
     day: date,
     flow_run_id: str | None,
     force: bool,
+    batch: BatchRecords | None = None,
 ) -> ItemOutcome:
-    """Fetch one item to staging, verify it, land it and record it (idempotent)."""
+    """Fetch one item to staging, verify it, land it and record it (idempotent).
+
+    With `batch` (a `land-batch` task), a verified new item is handed over staged and
+    unsynced: `batch.flush()` syncs, places, records and announces all the batch's items
+    at once. Every other ledger write first flushes the batch, so the ledger sees the
+    items in order.
+    """
     logger = get_run_logger()
     sid = source.source_id
     staged = queue.new_staging_file(sid)
@@ -381,6 +399,8 @@ def land_one(
             try:
                 state = source.fetch(candidate, writer)
             except SkipItem as why:
+                if batch is not None:
+                    batch.flush()
                 for key, value in why.state.items():
                     ledger.set_state(sid, key, value)
                 if isinstance(why, ItemGone):
@@ -391,7 +411,7 @@ def land_one(
             finally:
                 writer.close()
             fh.flush()
-            if queue.fsync:
+            if queue.fsync and batch is None:  # a batch syncs all its files at once
                 os.fsync(fh.fileno())
         sha, size = writer.hexdigest(), writer.size
         if candidate.size is not None and size != candidate.size:
@@ -408,6 +428,9 @@ def land_one(
         if unpack_mode(source) != "none":  # gunzip / zip members / PGP before landing
             from pipeline.unpack_landing import land_unpacked
 
+            if batch is not None:
+                batch.flush()
+
             unpacked = land_unpacked(
                 source, ledger, queue, candidate, staged, sha, size, state, day, flow_run_id, force
             )
@@ -417,8 +440,12 @@ def land_one(
         # Content dedupe is for files; a row/record window is its own delivery even when
         # its bytes equal an earlier window's (the source says which it is).
         if not force and source.content_dedupe(candidate):
+            if batch is not None and batch.holds(sha):  # its row must be seen
+                batch.flush()
             same = ledger.landed_by_sha(sid, sha)
             if same is not None:
+                if batch is not None:
+                    batch.flush()
                 if same.name == candidate.name:
                     ledger.refresh_version(sid, candidate.name, sha, candidate.version)
                     reason = "content unchanged"
@@ -443,6 +470,10 @@ def land_one(
                 return ItemOutcome(candidate.name, "skipped", reason=reason)
 
         target = queue.landing_path(sid, day, candidate.name)
+        if batch is not None:  # placed, synced, recorded and announced with the whole batch
+            return batch.add(
+                len(batch.results), candidate, staged, target, sha, size, state, writer.rows
+            )
         placed = queue.place(staged, target, sha, ledger.sha_at_path)
         record = LandedRecord(
             source=sid,

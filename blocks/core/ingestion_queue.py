@@ -219,7 +219,9 @@ class IngestionQueue(Block):
         os.replace(staged, target)
         return target
 
-    def place(self, staged: Path, target: Path, sha256: str, known_sha_at) -> Path | str:
+    def place(
+        self, staged: Path, target: Path, sha256: str, known_sha_at, sync_dir: bool = True
+    ) -> Path | str:
         """Move a staged file to its landing path without ever overwriting other content.
 
         A hard link refuses to replace an existing file, so two runs cannot clobber each
@@ -239,7 +241,7 @@ class IngestionQueue(Block):
         for path in (target, versioned_name(target, sha256)):
             if _link_no_clobber(staged, path):
                 staged.unlink()
-                if self.fsync:
+                if self.fsync and sync_dir:  # False: the caller syncs a whole batch
                     _fsync_dir(path.parent)
                 return path
             existing = known_sha_at(str(path)) or sha256_file(path)

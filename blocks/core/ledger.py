@@ -390,6 +390,55 @@ class Ledger(Block):
             return False
         return True
 
+    def record_landed_many(
+        self,
+        entries: Sequence[tuple[LandedRecord, QueueMessage | None, Mapping[str, Any] | None]],
+        replace: bool = False,
+    ) -> list[bool]:
+        """`record_landed` for several items (a land-batch) in ONE transaction.
+
+        All rows, messages and state of the batch commit together or not at all. If any
+        item is already recorded (a concurrent run got there first), or with `replace`,
+        each item gets its own `record_landed` transaction instead, and its own answer.
+        """
+        if not entries:
+            return []
+        if replace:
+            return [self.record_landed(r, m, s, replace=True) for r, m, s in entries]
+        now = utcnow()
+        rows = [
+            dict(
+                source=r.source,
+                name=r.name,
+                sha256=r.sha256,
+                size=r.size,
+                remote_mtime=r.remote_mtime,
+                remote_version=r.remote_version,
+                landed_path=r.landed_path,
+                partition_date=r.partition_date.isoformat() if r.partition_date else None,
+                flow_run_id=r.flow_run_id,
+                status=r.status,
+                delivered_sha256=r.delivered_sha256,
+                delivered_size=r.delivered_size,
+                error=None,
+                created_at=now,
+                updated_at=now,
+            )
+            for r, _m, _s in entries
+        ]
+        try:
+            with self.transaction() as conn:
+                conn.execute(insert(t.items), rows)  # one executemany
+                for _r, message, _s in entries:
+                    if message is not None:
+                        self._insert_message(conn, message, now)
+                for record, _m, state in entries:
+                    for key, value in (state or {}).items():
+                        self._upsert_state(conn, record.source, key, value, now)
+        except IntegrityError:
+            return [self.record_landed(r, m, s) for r, m, s in entries]
+        return [True] * len(entries)
+
     def refresh_version(
         self, source: str, name: str, sha256: str, remote_version: str | None
     ) -> None:
