@@ -9,6 +9,13 @@ and by the flow (one full run, keyset COPY chunks, landing + ledger + queue incl
 in one run, on the same machine. The flow runs in a child process so its peak RSS is its
 own (the Prefect test API server runs in a separate process and is not counted). Landing
 fsync is off on both sides (psql does not fsync). Databases are dropped at the end.
+
+Also (issue 17): the same table to Parquet (COPY -> Arrow) and with `--streams N` parallel
+key ranges, MariaDB with pymysql and with mysqlclient, and dlt (connectorx / pyarrow
+backends) from its own venv that this script creates (`--dlt-venv`, `--skip-dlt`); ratios
+at the end. `--extract-only` times SqlSource.fetch without the Prefect flow.
+
+    python benchmarks/bench_sql.py --pg-rows 2000000 --my-rows 200000 --repeat 1 --extract-only
 """
 
 from __future__ import annotations
