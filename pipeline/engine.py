@@ -297,34 +297,30 @@ def plan_fetches(
 @task(name="dedupe", cache_policy=NO_CACHE, persist_result=False)
 def dedupe(
     ledger: Ledger, source: SourceBlock, candidates: list[Candidate], force: bool
-) -> tuple[list[Candidate], list[Candidate]]:
-    """Set-based ledger queries over the listing, streamed chunk by chunk (one chunk's
-    ledger rows in memory at a time). Call it through `dedupe_listing`."""
+) -> tuple[list[Candidate], int]:
+    """(items to fetch in listing order, how many are already ingested). The database
+    decides (`Ledger.iter_names_to_fetch`, the same rule as `plan_fetches`), chunk by
+    chunk, and only the new and changed items come back. Call it through `dedupe_listing`."""
     if force:
-        return plan_fetches(candidates, {}, force, source.changed_items)
+        return list(candidates), 0
     since = None
     if source.dedupe_window_days:
         since = datetime.now(UTC) - timedelta(days=source.dedupe_window_days)
-    fetch: list[Candidate] = []
-    skip: list[Candidate] = []
-    by_name: dict[str, list[Candidate]] = {}
-    for cand in candidates:
-        by_name.setdefault(cand.name, []).append(cand)
-    for names, known in ledger.iter_known_items(source.source_id, by_name, since):
-        chunk = [cand for name in names for cand in by_name[name]]
-        more_fetch, more_skip = plan_fetches(chunk, known, force, source.changed_items)
-        fetch += more_fetch
-        skip += more_skip
-    if len(by_name) != len(candidates):  # a name listed twice, apart: keep listing order
-        order = {id(c): i for i, c in enumerate(candidates)}
-        fetch.sort(key=lambda c: order[id(c)])
-        skip.sort(key=lambda c: order[id(c)])
-    return fetch, skip
+    wanted: set[tuple[str, str | None]] = set()
+    for _count_in_chunk, to_fetch in ledger.iter_names_to_fetch(
+        source.source_id,
+        ((c.name, c.version) for c in candidates),
+        since,
+        any_version=source.changed_items == "ignore",
+    ):
+        wanted |= to_fetch
+    fetch = [c for c in candidates if (c.name, c.version) in wanted]
+    return fetch, len(candidates) - len(fetch)
 
 
 def dedupe_listing(
     ledger: Ledger, source: SourceBlock, candidates: list[Candidate], force: bool
-) -> tuple[list[Candidate], list[Candidate]]:
+) -> tuple[list[Candidate], int]:
     """Run the `dedupe` task with the listing passed by reference.
 
     Prefect walks every task parameter (`visit_collection`, to find futures and record
@@ -582,13 +578,13 @@ def run_source(
             candidates, refused = discover_named(source, ctx, quote(list(items)))
         summary.listed = len(candidates) + len(refused)
         to_fetch, already = dedupe_listing(ledger, source, candidates, force)
-        summary.skipped = len(already)
+        summary.skipped = already
         for outcome in refused:
             _count(summary, outcome)
             ledger.record_failure(
                 source.source_id, outcome.name, flow_run_id, outcome.reason, None, day
             )
-        logger.info("%d new item(s) to fetch, %d already ingested", len(to_fetch), len(already))
+        logger.info("%d new item(s) to fetch, %d already ingested", len(to_fetch), already)
         _land_all(source, ledger, queue, to_fetch, day, flow_run_id, force, summary)
     except BaseException as exc:
         summary.status = "failed"

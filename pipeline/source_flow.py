@@ -180,6 +180,8 @@ def _add(totals: dict[str, Any], summary: RunSummary) -> None:
     totals["status"] = counts["status"]
     for key in _COUNTS:
         totals[key] += counts.get(key) or 0
+    if counts.get("rows") is not None:
+        totals["rows"] = (totals.get("rows") or 0) + counts["rows"]
     room = LANDED_NAMES_MAX - len(totals["landed_names"])
     totals["landed_names"] += summary.landed_names[:room]
     totals["landed_names_truncated"] = totals["landed"] > len(totals["landed_names"])

@@ -141,6 +141,6 @@ def test_dedupe_keeps_listing_order_and_prefect_does_not_walk_the_listing(
     def run():
         return dedupe_listing(sqlite_ledger, source, listing, False)
 
-    fetch, skip = run()
+    fetch, skipped = run()
     assert [c.name for c in fetch] == ["a.csv", "c.csv", "a.csv", "e.csv"]
-    assert [c.name for c in skip] == ["b.csv", "d.csv"]
+    assert skipped == 2  # b.csv, d.csv

@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -43,6 +44,9 @@ quiet_logs.install()  # no 'Created a new engine.' at INFO on every run and CLI 
 # Keeps each IN (...) list well under bound-parameter limits (dialects other than
 # PostgreSQL and SQLite, which get a chunk's names as one parameter).
 _IN_CHUNK = 5000
+# Rows that make an item "already ingested". 'unpacked': a delivery whose items were
+# unpacked and landed under other names.
+DEDUPE_STATUSES = ("landed", "duplicate", "unpacked")
 # Names per dedupe query where they travel as one parameter (measured best on each).
 _CHUNK = {"postgresql": 20000, "sqlite": 5000}
 
@@ -274,7 +278,7 @@ class Ledger(Block):
         stmt = select(*_KNOWN_COLUMNS).where(
             t.items.c.source == source,
             # 'unpacked': a delivery whose items were unpacked and landed under other names
-            t.items.c.status.in_(("landed", "duplicate", "unpacked")),
+            t.items.c.status.in_(DEDUPE_STATUSES),
             _names_clause(dialect),
         )
         if since is not None:
@@ -303,6 +307,75 @@ class Ledger(Block):
         for row in conn.execute(stmt, {"names": param}):
             found.setdefault(row.name, []).append(KnownItem(*row))
         return found
+
+    def iter_names_to_fetch(
+        self,
+        source: str,
+        listing: Iterable[tuple[str, str | None]],
+        since: datetime | None = None,
+        any_version: bool = False,
+    ) -> Iterator[tuple[int, set[tuple[str, str | None]]]]:
+        """The dedupe decision made by the database: of the listed (name, fingerprint)
+        pairs, those with no landed/duplicate row of that name and fingerprint (with
+        `any_version`: of that name at all), optionally only among rows created `since`.
+
+        Streamed in chunks: yields (pairs in the chunk, the chunk's pairs to fetch). Only
+        the new and changed pairs come back to Python, so a 100k-item listing that is
+        almost all known costs one indexed anti-join per chunk, not 100k row objects. A
+        NULL fingerprint never matches: such an item is fetched and its content hash
+        decides.
+        """
+        dialect = self.dialect
+        version_match = "" if any_version else " AND i.remote_version = l.version"
+        since_clause = " AND i.created_at >= :since" if since is not None else ""
+        statuses = ", ".join(f"'{s}'" for s in DEDUPE_STATUSES)
+        if dialect == "postgresql":
+            pairs = "unnest(CAST(:names AS text[]), CAST(:versions AS text[])) AS l(name, version)"
+        elif dialect == "sqlite":
+            pairs = (
+                "(SELECT json_extract(value, '$[0]') AS name, json_extract(value, '$[1]') "
+                "AS version FROM json_each(:pairs)) AS l"
+            )
+        else:
+            raise LedgerError(f"Ledger.database: dialect {dialect!r} is not supported")
+        known = (
+            f"SELECT 1 AS hit FROM {t.items.name} i WHERE i.source = :source AND i.name = "
+            f"l.name AND i.status IN ({statuses}){version_match}{since_clause}"
+        )
+        if dialect == "postgresql":
+            # One index probe per listed pair (LATERAL ... LIMIT 1 cannot be flattened):
+            # as NOT EXISTS the planner hashed the whole source's ledger rows, a cost that
+            # grows with the ledger (1M rows: 3.8 s against 1.4 s for 100k probes, EXPLAIN
+            # ANALYZE under load), while the listing is what stays bounded.
+            stmt = text(
+                f"SELECT l.name, l.version FROM {pairs} LEFT JOIN LATERAL ({known} LIMIT 1) "
+                "k ON true WHERE k.hit IS NULL"
+            )
+        else:
+            stmt = text(f"SELECT l.name, l.version FROM {pairs} WHERE NOT EXISTS ({known})")
+        params: dict[str, Any] = {"source": source}
+        if since is not None:  # compared as the UTCDateTime column stores it
+            stmt = stmt.bindparams(bindparam("since", type_=t.UTCDateTime()))
+            params["since"] = since
+        size = _CHUNK.get(dialect, _IN_CHUNK) * 4
+        chunk: list[tuple[str, str | None]] = []
+
+        def ask(conn: Connection) -> set[tuple[str, str | None]]:
+            if dialect == "postgresql":
+                params["names"] = [n for n, _ in chunk]
+                params["versions"] = [v for _, v in chunk]
+            else:
+                params["pairs"] = json.dumps(chunk)
+            return {(row[0], row[1]) for row in conn.execute(stmt, params)}
+
+        with self.transaction() as conn:
+            for pair in listing:
+                chunk.append(pair)
+                if len(chunk) == size:
+                    yield len(chunk), ask(conn)
+                    chunk = []
+            if chunk:
+                yield len(chunk), ask(conn)
 
     def landed_by_sha(self, source: str, sha256: str) -> KnownItem | None:
         """A landed row of this source with this content, if any (content dedupe)."""

@@ -814,8 +814,8 @@ class SqlSource(SourceBlock):
             self._state(window, rows, last_key, capped) if window.kind == "incremental" else None
         )
         run_logger("ingest.sql").info("%s: %s: %d row(s)", self.source_id, candidate.name, rows)
-        updates = {wm.STATE_KEY: state} if state is not None else {}
         report_rows(out, rows)
+        updates = {wm.STATE_KEY: state} if state is not None else {}
         if rows == 0:
             raise SkipItem("no rows in this window", state=updates)
         return updates
