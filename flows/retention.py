@@ -2,7 +2,9 @@
 
 What it deletes, for each source, older than that source's `days`:
 
-- `ingest_queue` messages with status `acked` whose `acked_at` is older (consumers are done);
+- `ingest_queue` messages handed off before the cutoff: `acked` by a consumer of the queue
+  table (`acked_at`), or published to a broker by the outbox relay (`published_at`; from
+  then on the broker holds the message and its consumers ack there);
 - `ingest_runs` rows that are finished (not `running`) and started before the cutoff;
 - landed files: only paths the ledger records on a `landed` item row of that source whose
   row was last (re)landed (`updated_at`) before the cutoff, after resolving the path
@@ -11,7 +13,7 @@ What it deletes, for each source, older than that source's `days`:
   queue's `landing_bucket`) are deleted as objects, only under
   `{bucket_folder}/{source}/` of that bucket; any other URI is refused and reported.
 
-What it never deletes: unacked (`ready`/`claimed`) messages; the file an unacked message
+What it never deletes: messages neither acked nor published; the file such a message
 points to (its consumer still needs it); `ingest_items` rows (dedupe: a rerun of the source
 must not land the pruned items again); `ingest_state` (watermarks and cursors).
 
@@ -37,7 +39,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Failed
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 
 from blocks.core import ledger_schema as t
 from blocks.core.errors import ConfigError, IngestError
@@ -190,7 +192,9 @@ def _delete_in_batches(ledger: Ledger, key: Any, old: tuple[Any, ...], batch_siz
 
 def _prune_messages(ledger, source, cutoff, dry_run, batch_size, result) -> None:
     q = t.queue.c
-    old = (q.source == source, q.status == "acked", q.acked_at.is_not(None), q.acked_at < cutoff)
+    acked = and_(q.status == "acked", q.acked_at.is_not(None), q.acked_at < cutoff)
+    published = and_(q.published_at.is_not(None), q.published_at < cutoff)
+    old = (q.source == source, or_(acked, published))
     if dry_run:
         with ledger.transaction() as conn:
             result.messages = conn.execute(select(func.count()).where(*old)).scalar() or 0
@@ -253,11 +257,14 @@ def _prune_files(
                 return
             last_id = rows[-1].id
             paths = [row.landed_path for row in rows]
-            # the file of a message not yet acked stays: its consumer still needs it
+            # the file of a message not yet handed off (acked or published) stays: its
+            # consumer still needs it
             in_use = set(
                 conn.execute(
                     select(q.landed_path).where(
-                        q.status != "acked", q.landed_path.in_(bindparam("p", expanding=True))
+                        q.status != "acked",
+                        q.published_at.is_(None),
+                        q.landed_path.in_(bindparam("p", expanding=True)),
                     ),
                     {"p": paths},
                 ).scalars()

@@ -161,6 +161,30 @@ def test_unacked_messages_and_their_files_survive(ledger, tmp_path) -> None:
     assert sorted(m["status"] for m in table_rows(ledger, t.queue)) == ["claimed", "ready"]
 
 
+def test_messages_published_to_a_broker_count_as_handed_off(ledger, tmp_path) -> None:
+    """With an outbox relay nobody acks the queue table: a message published to the broker
+    before the cutoff is pruned; one published recently, or never, stays. Files go by their
+    item's age once their message is handed off (as for acked ones), never while unsent."""
+    root = tmp_path / "landing"
+    old = add_item(ledger, root, "bank", "old.csv", 90 * DAY, message="ready")
+    recent = add_item(ledger, root, "bank", "recent.csv", 90 * DAY, message="ready")
+    unsent = add_item(ledger, root, "bank", "unsent.csv", 90 * DAY, message="ready")
+    with ledger.transaction() as conn:
+        for name, age in (("old.csv", 40 * DAY), ("recent.csv", 2 * DAY)):
+            conn.execute(
+                t.queue.update()
+                .where(t.queue.c.item_name == name)
+                .values(published_at=NOW - age, publish_attempts=1)
+            )
+    dry = prune_source(ledger, root, "bank", 30, NOW, dry_run=True)
+    assert (dry.messages, dry.first_messages) == (1, ["old.csv"])
+    result = prune_source(ledger, root, "bank", 30, NOW, dry_run=False)
+    assert (result.messages, result.files) == (1, 2)
+    assert not old.exists() and not recent.exists() and unsent.exists()
+    left = sorted(m["item_name"] for m in table_rows(ledger, t.queue))
+    assert left == ["recent.csv", "unsent.csv"]
+
+
 def test_paths_outside_the_landing_folder_are_refused(ledger, tmp_path) -> None:
     root = tmp_path / "landing"
     outside = tmp_path / "precious.csv"
