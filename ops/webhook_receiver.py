@@ -105,6 +105,25 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _refused_payload(payload: dict[str, Any], mode: str) -> str | None:
+    """Why the body cannot start a run, or None. Checked here, so a sender learns of a
+    malformed event at once (400) instead of through a Failed run; the flow checks again."""
+    from blocks.core.errors import ConfigError
+    from pipeline.event_payloads import parse_trigger
+
+    try:
+        selection = parse_trigger(payload)
+    except ConfigError as exc:
+        return str(exc)
+    if mode == "items" and selection.items is None and selection.date is None:
+        return (
+            "trigger: unknown payload shape; this endpoint (payload=items) takes S3 event "
+            'Records, a GCS Pub/Sub message or object, {"items": [...]} (or names, keys, '
+            'paths) or {"date": "YYYY-MM-DD"}'
+        )
+    return None
+
+
 def create_app(loader: Loader = load_endpoint, starter: Starter = start_deployment) -> Starlette:
     """The ASGI app; `loader` and `starter` are the Prefect seams (blocks, run_deployment)."""
 
@@ -143,6 +162,10 @@ def create_app(loader: Loader = load_endpoint, starter: Starter = start_deployme
             return _error(422, f"body is not valid JSON: {exc}")
         if not isinstance(payload, dict):
             return _error(422, "body must be a JSON object")
+        refused = _refused_payload(payload, endpoint.payload)
+        if refused:
+            logger.warning("webhook %s: payload refused: %s", name, refused)
+            return _error(400, refused)
         try:
             # Same signed request, same key: Prefect returns the run it already made.
             key = f"webhook-{name}-{expected.removeprefix('sha256=')}"

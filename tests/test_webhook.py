@@ -150,6 +150,34 @@ def test_signed_non_object_is_422(client, endpoint, started, body, words):
     assert resp.status_code == 422 and words in resp.json()["error"] and started == []
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"Records": [{"eventSource": "aws:s3", "s3": {}}]}, "trigger.Records[0]"),
+        ({"items": "a.csv"}, "trigger.items"),
+        ({"date": "yesterday"}, "trigger.date"),
+    ],
+)
+def test_malformed_event_is_400_and_starts_nothing(client, endpoint, started, body, words):
+    raw = json.dumps(body).encode()
+    resp = post(client, endpoint, raw, headers=signed(raw))
+    assert resp.status_code == 400 and words in resp.json()["error"] and started == []
+
+
+def test_items_endpoint_refuses_an_unknown_shape(client, save_block, started):
+    name = save_block(
+        WebhookEndpoint(source="bank", deployment="ingest-s3/bank", secret=SECRET, payload="items"),
+        prefix="whi",
+    )
+    unknown = json.dumps({"event": "file-dropped"}).encode()
+    resp = post(client, name, unknown, headers=signed(unknown))
+    assert resp.status_code == 400 and "unknown payload shape" in resp.json()["error"]
+    assert started == []
+    named = json.dumps({"items": ["in/a.csv"]}).encode()
+    assert post(client, name, named, headers=signed(named)).status_code == 202
+    assert [t for _, t, _ in started] == [{"items": ["in/a.csv"]}]
+
+
 def test_block_validation_names_fields():
     with pytest.raises(ValueError, match="secret"):
         WebhookEndpoint(source="x", deployment="a/b", secret="short")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
@@ -47,6 +49,15 @@ class WebhookEndpoint(Block):
     )
     max_body_bytes: int = Field(
         default=65536, ge=1, le=10 * 1024 * 1024, description="Larger bodies get 413."
+    )
+    payload: Literal["any", "items"] = Field(
+        default="any",
+        title="Payload",
+        description="any: any JSON object starts a run; a body in a known event shape (S3 "
+        "Records, GCS Pub/Sub, items/names/keys/paths, date) must be well formed and the "
+        "run takes exactly what it names, any other body starts a normal run. items: the "
+        "body must name items or a date in a known shape; anything else gets 400 and "
+        "starts nothing.",
     )
 
     @field_validator("deployment")
