@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, Table, insert, select
+from sqlalchemy import MetaData, Table, insert, inspect, select
 
 from blocks.core import ledger_schema as schema
 from blocks.core.errors import LedgerError
@@ -81,6 +81,9 @@ def test_v1_ledger_is_migrated_in_place_keeping_rows(v1_connector) -> None:
             ).scalar()
             assert version == str(schema.SCHEMA_VERSION)
         assert ledger.known_items("s", ["a.csv"])["a.csv"][0].sha256 == "a" * 64
+        with ledger.engine.connect() as conn:
+            indexes = {i["name"] for i in inspect(conn).get_indexes("ingest_queue")}
+        assert "ix_ingest_queue_unpublished" in indexes
         old_run = ledger.recent_runs("s")[0]
         assert old_run["landed"] == 1 and old_run["rows"] is None and old_run["trigger"] is None
         # The new columns are usable at once.

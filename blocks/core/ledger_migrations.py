@@ -52,6 +52,18 @@ def migrate(engine: Engine, current: int) -> int:
         missing = missing_columns(conn, t.SCHEMA_VERSION)
     for table, column in missing:
         _add_column(engine, table, column)
+    wanted = {n for v, names in t.ADDED_INDEXES.items() if v > current for n in names}
+    for table in t.metadata.sorted_tables:
+        for index in table.indexes:
+            if index.name in wanted:
+                try:
+                    index.create(engine, checkfirst=True)
+                except (OperationalError, ProgrammingError):
+                    # another process created it between the check and the create
+                    with engine.connect() as conn:
+                        present = {i["name"] for i in inspect(conn).get_indexes(table.name)}
+                    if index.name not in present:
+                        raise
     with engine.begin() as conn:
         recorded = conn.execute(
             select(t.meta.c.value).where(t.meta.c.key == "schema_version")

@@ -156,6 +156,19 @@ queue = Table(
     Index("ix_ingest_queue_status_created", "status", "created_at"),
 )
 
+# v2: the outbox relay's "not yet published, oldest first" without scanning the queue.
+Index(
+    "ix_ingest_queue_unpublished",
+    queue.c.source,
+    queue.c.created_at,
+    postgresql_where=queue.c.published_at.is_(None),
+    sqlite_where=queue.c.published_at.is_(None),
+)
+
+# Indexes each schema version added to tables that already existed (created by
+# `blocks.core.ledger_migrations` with checkfirst, like the columns above).
+ADDED_INDEXES: dict[int, list[str]] = {2: ["ix_ingest_queue_unpublished"]}
+
 meta = Table(
     "ingest_meta",
     metadata,
