@@ -1,8 +1,8 @@
 """Every block type in the REAL Prefect UI (the default v2 pages), in a REAL headless Chromium.
 
 A real `prefect server start` (throwaway PREFECT_HOME, its database a throwaway PostgreSQL
-one, free 127.0.0.1 port), `prefect block register -m blocks`, then for each of the 12 block
-types: open the catalog's create form, fill the required fields, save, and `Block.load` the
+one, free 127.0.0.1 port), `prefect block register -m blocks`, then for each block
+type: open the catalog's create form, fill the required fields, save, and `Block.load` the
 document in Python; one block is edited and saved again; a local-folder flow runs against
 the server and its run page shows the summary artifact's table. The block logos come from a
 web server on 127.0.0.1 (`INGEST_LOGO_BASE_URL`) and must load.
@@ -140,9 +140,11 @@ def field_box(page: Any, label: str) -> Any:
 
 def fill_text(page: Any, label: str, value: str) -> None:
     box = field_box(page, label)
-    tab = box.get_by_role("tab", name="str", exact=True)
-    if tab.count():  # `str | None`: choose the string branch first
-        tab.first.click()
+    for branch in ("str", "password"):  # `str | None`, `SecretStr | None`: not None
+        tab = box.get_by_role("tab", name=branch, exact=True)
+        if tab.count():
+            tab.first.click()
+            break
     control = box.locator("textarea, input:not([type=checkbox])").first
     # The form may still re-render with its defaults right after it shows (seen once in
     # three runs on Prefect 3.9.1): fill again until the value holds.
@@ -152,6 +154,42 @@ def fill_text(page: Any, label: str, value: str) -> None:
         if control.input_value() == value:
             return
     raise AssertionError(f"{label}: the form did not keep {value!r}")
+
+
+def pick_option(page: Any, label: str, value: str) -> None:
+    """Choose `value` in the select (an enum / Literal field) labelled `label`."""
+    box = field_box(page, label)
+    native = box.locator("select")
+    if native.count() and native.first.is_visible():
+        native.first.select_option(value)
+        return
+    try:  # the control is labelled "Select <label>" (the first button is the ⋮ menu)
+        box.locator(f"button[aria-label='Select {label}']").first.click(timeout=10_000)
+        page.locator(".p-select-option, [role=option]").filter(
+            has_text=re.compile(rf"^\s*{re.escape(value)}\s*$")
+        ).first.click(timeout=10_000)
+    except Exception as exc:
+        msg = f"{label}: cannot choose {value!r} ({exc}) in {box.inner_html()[:3000]}"
+        raise AssertionError(msg) from None
+
+
+def add_items(page: Any, label: str, items: list[dict[str, str]]) -> None:
+    """Fill a list-of-objects field: one "Add item" per entry, then its text fields (the
+    n-th label of each name is the n-th item's)."""
+    box = field_box(page, label)
+    for n, item in enumerate(items):
+        box.get_by_role("button", name=re.compile("add", re.I)).first.click()
+        for sub, value in item.items():
+            lab = box.locator("label").filter(
+                has_text=re.compile(rf"^{re.escape(sub)}( \(Optional\))?$")
+            )
+            control = (
+                lab.nth(n)
+                .locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' group ')][1]")
+                .locator("textarea, input:not([type=checkbox])")
+                .first
+            )
+            control.fill(value)
 
 
 def pick_block(page: Any, label: str, document: str) -> None:
@@ -168,6 +206,8 @@ class Case:
     expect: dict[str, Any]
     nested: dict[str, str] = field(default_factory=dict)
     check: Callable[[Any], None] | None = None
+    selects: dict[str, str] = field(default_factory=dict)
+    lists: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
 def _secret(value: str) -> Callable[[Any], None]:
@@ -184,7 +224,8 @@ CASES = [
         "local-folder-source",
         B.LocalFolderSource,
         {"Source Id": "ui-folder", "Directory": "/data/in", "File Pattern": "*.csv"},
-        {"source_id": "ui-folder", "directory": "/data/in", "pattern": "*.csv"},
+        {"source_id": "ui-folder", "directory": "/data/in", "pattern": "*.csv", "unpack": "gunzip"},
+        selects={"Unpack": "gunzip"},  # a file source's unpack field (blocks/core/unpack.py)
     ),
     Case(
         "sftp-source",
@@ -281,7 +322,66 @@ CASES = [
         {"deployment": "ingest-local-folder/ui-folder"},
         check=_secret("0123456789abcdef-secret"),
     ),
+    Case(
+        "broker-relay",
+        B.BrokerRelay,
+        {"Target": "ingest.landed", "Url": "redis://:not-a-real-pw@127.0.0.1:6379/0"},
+        {"kind": "redis", "target": "ingest.landed"},
+        selects={"Kind": "redis"},
+        check=lambda b: (
+            b.url.get_secret_value() == "redis://:not-a-real-pw@127.0.0.1:6379/0"
+            or pytest.fail("url not saved")
+        ),
+    ),
+    Case(
+        "day-complete-rule",
+        B.DayCompleteRule,
+        {"Rule Id": "ui-recon", "Deployment": "reconcile/daily"},
+        {"rule_id": "ui-recon", "deployment": "reconcile/daily"},
+        lists={
+            "Expected": [
+                {"Source": "ui-folder", "Name Glob": "BANK_{date:%Y%m%d}*.csv"},
+                {"Source": "ui-sftp", "Name Glob": "GW_*.json"},
+            ]
+        },
+        check=lambda b: (
+            [(e.source, e.name_glob) for e in b.expected]
+            == [("ui-folder", "BANK_{date:%Y%m%d}*.csv"), ("ui-sftp", "GW_*.json")]
+            or pytest.fail(str(b.expected))
+        ),
+    ),
 ]
+
+
+def registered_block_types() -> dict[str, type[Block]]:
+    """What `prefect block register -m blocks` registers: every Block class among the
+    module's members (prefect/cli/block.py `_register_blocks_in_module`)."""
+    import inspect
+
+    return {
+        cls.get_block_type_slug(): cls
+        for _, cls in inspect.getmembers(B)
+        if cls is not None and Block.is_block_class(cls)
+    }
+
+
+def test_every_registered_block_type_has_a_ui_case():
+    """No browser: a new block type without a Case here (or without a logo, a code
+    example, a docstring or titled nested-block fields) fails the suite."""
+    registered = registered_block_types()
+    cased = {c.slug: c.cls for c in CASES}
+    assert sorted(set(registered) - set(cased)) == [], "block types without a UI Case"
+    assert sorted(set(cased) - set(registered)) == [], "Cases of unregistered block types"
+    for slug, cls in registered.items():
+        assert cased[slug] is cls, slug
+        assert cls._logo_url, f"{slug}: no _logo_url (blocks/core/logos.py HOSTED)"
+        assert os.path.exists(os.path.join(LOGO_DIR, f"{slug}.svg")), f"{slug}: no SVG"
+        assert cls._code_example, f"{slug}: no _code_example"
+        assert (cls.__doc__ or "").strip(), f"{slug}: no docstring"
+        for name, info in cls.model_fields.items():
+            kinds = [info.annotation, *getattr(info.annotation, "__args__", ())]
+            if any(Block.is_block_class(k) for k in kinds):
+                assert info.title, f"{slug}.{name}: a nested block field needs a title"
 
 
 def anonymous_gcp(mp: pytest.MonkeyPatch) -> None:
@@ -376,6 +476,10 @@ def test_create_in_the_ui_then_load_in_python(ui: UI, nested_documents, case: Ca
             fill_text(page, label, value)
         for label, document in case.nested.items():
             pick_block(page, label, document)
+        for label, value in case.selects.items():
+            pick_option(page, label, value)
+        for label, items in case.lists.items():
+            add_items(page, label, items)
         save_form(ui, page, name)
     except AssertionError:
         raise

@@ -80,14 +80,6 @@ class IngestionQueue(Block):
             "Empty: '<landing_dir>.quarantine'."
         ),
     )
-    fsync: bool = Field(
-        default=True,
-        description="fsync each landed file and its folder before recording it (durability).",
-    )
-    emit_events: bool = Field(
-        default=True,
-        description="Emit a Prefect event 'ingest.item.landed' for each landed item.",
-    )
     downstream_deployment: str | None = Field(
         default=None,
         description=(
@@ -115,6 +107,16 @@ class IngestionQueue(Block):
             "run's queue messages are published to that broker (Redis Streams, RabbitMQ, "
             "NATS JetStream, SQS); `ingest-ops relay` publishes any left over."
         ),
+    )
+
+    # tuning last on the form (Prefect numbers fields in definition order)
+    fsync: bool = Field(
+        default=True,
+        description="fsync each landed file and its folder before recording it (durability).",
+    )
+    emit_events: bool = Field(
+        default=True,
+        description="Emit a Prefect event 'ingest.item.landed' for each landed item.",
     )
 
     _store: Any = PrivateAttr(default=None)  # the loaded landing bucket, if any

@@ -36,6 +36,8 @@ HOSTED: dict[str, str] = {
     "ingest-ledger": _SQLALCHEMY,
     "ingestion-queue": _PREFECT_ASSETS + "filesystem.png",
     "ingest-webhook-endpoint": _PREFECT_ASSETS + "webhook.png",
+    "broker-relay": _PREFECT_ASSETS + "webhook.png",
+    "day-complete-rule": _PREFECT_ASSETS + "webhook.png",
 }
 
 

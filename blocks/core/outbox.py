@@ -94,7 +94,7 @@ class BrokerRelay(Block):
 
     _block_type_name = "Broker Relay"
     _block_type_slug = "broker-relay"
-    _logo_url = logo_url("ingestion-queue")
+    _logo_url = logo_url("broker-relay")
     _code_example = code_example("BrokerRelay", "relay", "print(relay.describe())")
     _description = (
         "Publishes the ingestion queue's messages (the transactional outbox) to Redis "
@@ -103,19 +103,19 @@ class BrokerRelay(Block):
     )
 
     kind: BrokerKind = Field(description="The broker: redis, rabbitmq, nats or sqs.")
+    target: str = Field(
+        description=(
+            "Where messages go: the Redis stream key, the RabbitMQ routing key (queue name "
+            "on the default exchange), the NATS subject (a JetStream stream must capture "
+            "it) or the SQS queue name or URL (*.fifo: deduplicated)."
+        ),
+    )
     url: SecretStr | None = Field(
         default=None,
         description=(
             "Broker URL, may hold credentials: redis://[:password@]host:6379/0, "
             "amqp://user:password@host:5672/%2F, nats://[user:password@]host:4222. "
             "Empty: the local default. SQS: empty (AWS endpoint) or an endpoint URL."
-        ),
-    )
-    target: str = Field(
-        description=(
-            "Where messages go: the Redis stream key, the RabbitMQ routing key (queue name "
-            "on the default exchange), the NATS subject (a JetStream stream must capture "
-            "it) or the SQS queue name or URL (*.fifo: deduplicated)."
         ),
     )
     exchange: str = Field(default="", description="RabbitMQ exchange ('' = the default exchange).")

@@ -39,6 +39,7 @@ from blocks.core import ledger_schema as t
 from blocks.core.date_templates import render_date_template
 from blocks.core.errors import ConfigError
 from blocks.core.ledger import Ledger, utcnow
+from blocks.core.logos import logo_url
 from blocks.core.naming import SOURCE_ID_PATTERN, check_source_id
 
 STATE_SOURCE = "ingest-reconcile"  # the claims' `source` in ingest_state
@@ -96,6 +97,7 @@ class DayCompleteRule(Block):
 
     _block_type_name = "Day Complete Rule"
     _block_type_slug = BLOCK_TYPE_SLUG
+    _logo_url = logo_url(BLOCK_TYPE_SLUG)
     _description = (
         "Starts a deployment once per day when every expected file of that partition date "
         "has landed (across sources), with the day and all the landed paths."
