@@ -103,6 +103,8 @@ def test_ledger_and_health(save_block, sqlite_ledger):
             "missing": "",
             "last_run": health[0]["last_run"],
             "next_run": None,
+            "connection": "",  # the CLI reads the ledger only: no connection check
+            "stale": "",  # and no freshness rule
         }
     ]
     assert health[0]["last_run"] and health[0]["last_success"]
