@@ -390,8 +390,9 @@ def test_one_failed_item_does_not_stop_the_others(
     assert last["status"] == "partial"
 
 
+@pytest.mark.parametrize("batch", [1, 2], ids=["one-by-one", "batched"])
 def test_ledger_failure_fails_the_run_fast(
-    save_block, sqlite_ledger, queue, inbox, monkeypatch
+    save_block, sqlite_ledger, queue, inbox, monkeypatch, batch
 ) -> None:
     for i in range(6):
         write(inbox / f"f{i}.csv", f"row {i}")
@@ -407,12 +408,17 @@ def test_ledger_failure_fails_the_run_fast(
 
     monkeypatch.setattr(LocalFolderSource, "fetch", counting)
     monkeypatch.setattr(Ledger, "record_landed", ledger_down)
-    source = LocalFolderSource(source_id="ldown", directory=str(inbox), max_parallel=1, retries=3)
+    monkeypatch.setattr(Ledger, "record_landed_many", ledger_down)  # a batch's one transaction
+    source = LocalFolderSource(
+        source_id="ldown", directory=str(inbox), max_parallel=1, retries=3, small_item_batch=batch
+    )
     state = run(save_block, sqlite_ledger, queue, source)
     assert state.is_failed()
     with pytest.raises(LedgerError):
         state.result()
-    assert len(fetched) == 1, "no retries and no further items once the ledger fails"
+    # no retries and no further unit of work once the ledger fails (a batch's items are
+    # fetched before its one ledger transaction)
+    assert len(fetched) == batch, fetched
 
 
 def _subprocess_env() -> dict[str, str]:
