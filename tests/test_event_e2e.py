@@ -147,8 +147,18 @@ def test_missing_object_fails_the_run_and_the_others_land(env: Env, worker, s3):
 
 
 def test_unknown_record_type_fails_naming_the_field(env: Env, worker, s3):
+    from prefect.deployments import run_deployment
+
     before = landed_names(env)
-    run = post_event(env, s3["url"], {"Records": [record(s3["bucket"], "drop/x.csv", "aws:sqs")]})
+    bad = {"Records": [record(s3["bucket"], "drop/x.csv", "aws:sqs")]}
+    # The receiver refuses it before starting anything: 400 naming the field.
+    body = json.dumps(bad).encode()
+    resp = httpx.post(s3["url"], content=body, headers=signed_headers(SECRET, body), timeout=30)
+    assert resp.status_code == 400 and "trigger.Records[0].eventSource" in resp.text
+    # A run started with it anyway (a manual run) fails naming the field, taking nothing.
+    started = run_deployment("ingest-s3/e2e-s3-events", parameters={"trigger": bad}, timeout=0)
+    with get_client(sync_client=True) as client:
+        run = wait_final(client, started.id, 180)
     assert run.state_name == "Failed", env.log("worker")
     assert "trigger.Records[0].eventSource" in run.state.message
     assert landed_names(env) == before
