@@ -418,19 +418,7 @@ class Ledger(Block):
         re-land) the existing row is updated to the new landing instead.
         """
         now = utcnow()
-        values = dict(
-            size=record.size,
-            remote_mtime=record.remote_mtime,
-            remote_version=record.remote_version,
-            landed_path=record.landed_path,
-            partition_date=record.partition_date.isoformat() if record.partition_date else None,
-            flow_run_id=record.flow_run_id,
-            status=record.status,
-            delivered_sha256=record.delivered_sha256,
-            delivered_size=record.delivered_size,
-            error=None,  # a forced re-land clears the retention flow's 'pruned' marker
-            updated_at=now,
-        )
+        values = _item_values(record, now)
         c = t.items.c
         try:
             with self.transaction() as conn:
@@ -484,18 +472,8 @@ class Ledger(Block):
                 source=r.source,
                 name=r.name,
                 sha256=r.sha256,
-                size=r.size,
-                remote_mtime=r.remote_mtime,
-                remote_version=r.remote_version,
-                landed_path=r.landed_path,
-                partition_date=r.partition_date.isoformat() if r.partition_date else None,
-                flow_run_id=r.flow_run_id,
-                status=r.status,
-                delivered_sha256=r.delivered_sha256,
-                delivered_size=r.delivered_size,
-                error=None,
                 created_at=now,
-                updated_at=now,
+                **_item_values(r, now),
             )
             for r, _m, _s in entries
         ]
@@ -707,6 +685,24 @@ class Ledger(Block):
         )
         with self.transaction() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def _item_values(record: LandedRecord, now: datetime) -> dict[str, Any]:
+    """The `ingest_items` columns a landing writes besides its key (source, name, sha256)
+    and `created_at`: the same for one item (`record_landed`) and a batch."""
+    return dict(
+        size=record.size,
+        remote_mtime=record.remote_mtime,
+        remote_version=record.remote_version,
+        landed_path=record.landed_path,
+        partition_date=record.partition_date.isoformat() if record.partition_date else None,
+        flow_run_id=record.flow_run_id,
+        status=record.status,
+        delivered_sha256=record.delivered_sha256,
+        delivered_size=record.delivered_size,
+        error=None,  # a forced re-land clears the retention flow's 'pruned' marker
+        updated_at=now,
+    )
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
