@@ -27,7 +27,7 @@ import hashlib
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -49,7 +49,7 @@ from blocks.core.errors import (
 )
 from blocks.core.ingestion_queue import IngestionQueue
 from blocks.core.ledger import KnownItem, LandedRecord, Ledger
-from blocks.core.naming import safe_relative_name
+from blocks.core.naming import check_safe_name, safe_relative_name
 from blocks.core.source import (
     Candidate,
     DiscoverContext,
@@ -186,7 +186,7 @@ def discover(
     refused: list[ItemOutcome] = []
     for cand in ready:
         try:
-            safe_relative_name(cand.name)
+            check_safe_name(cand.name)
             good.append(cand)
         except UnsafeNameError as exc:
             refused.append(ItemOutcome(cand.name, "failed", reason=str(exc)))
@@ -435,41 +435,26 @@ def land_one(
 
         # Content dedupe is for files; a row/record window is its own delivery even when
         # its bytes equal an earlier window's (the source says which it is).
-        if not force and source.content_dedupe(candidate):
-            if batch is not None and batch.holds(sha):  # its row must be seen
-                batch.flush()
+        by_content = not force and source.content_dedupe(candidate)
+        at_flush = False
+        if by_content and batch is not None:
+            if batch.holds(sha):
+                batch.flush()  # an item of this batch has this content: its row must be seen
+            else:
+                at_flush = True  # checked with the batch's other items in one query
+        if by_content and not at_flush:
             same = ledger.landed_by_sha(sid, sha)
             if same is not None:
-                if batch is not None:
-                    batch.flush()
-                if same.name == candidate.name:
-                    ledger.refresh_version(sid, candidate.name, sha, candidate.version)
-                    reason = "content unchanged"
-                else:
-                    ledger.record_landed(
-                        LandedRecord(
-                            source=sid,
-                            name=candidate.name,
-                            sha256=sha,
-                            size=size,
-                            landed_path=same.landed_path or "",
-                            flow_run_id=flow_run_id,
-                            remote_mtime=candidate.mtime,
-                            remote_version=candidate.version,
-                            status="duplicate",
-                            partition_date=day,
-                        )
-                    )
-                    reason = f"same content as {same.name}"
-                for key, value in (state or {}).items():  # rows already delivered: move on
-                    ledger.set_state(sid, key, value)
-                return ItemOutcome(candidate.name, "skipped", reason=reason)
+                return skip_same_content(
+                    ledger, sid, candidate, sha, size, state, day, flow_run_id, same
+                )
 
         target = queue.landing_path(sid, day, candidate.name)
         if batch is not None:  # placed, synced, recorded and announced with the whole batch
             return batch.add(
-                len(batch.results), candidate, staged, target, sha, size, state, writer.rows
-            )
+                len(batch.results), candidate, staged, target, sha, size, state, writer.rows,
+                by_content=at_flush,
+            )  # fmt: skip
         placed = queue.place(staged, target, sha, ledger.sha_at_path)
         record = LandedRecord(
             source=sid,
@@ -502,6 +487,43 @@ def land_one(
         )
     finally:
         staged.unlink(missing_ok=True)
+
+
+def skip_same_content(
+    ledger: Ledger,
+    sid: str,
+    candidate: Candidate,
+    sha: str,
+    size: int,
+    state: Mapping[str, Any] | None,
+    day: date,
+    flow_run_id: str | None,
+    same: KnownItem,
+) -> ItemOutcome:
+    """An item whose content this source already landed (`same`): not landed again.
+    The same name remembers its new version; another name is recorded as its duplicate."""
+    if same.name == candidate.name:
+        ledger.refresh_version(sid, candidate.name, sha, candidate.version)
+        reason = "content unchanged"
+    else:
+        ledger.record_landed(
+            LandedRecord(
+                source=sid,
+                name=candidate.name,
+                sha256=sha,
+                size=size,
+                landed_path=same.landed_path or "",
+                flow_run_id=flow_run_id,
+                remote_mtime=candidate.mtime,
+                remote_version=candidate.version,
+                status="duplicate",
+                partition_date=day,
+            )
+        )
+        reason = f"same content as {same.name}"
+    for key, value in (state or {}).items():  # rows already delivered: move on
+        ledger.set_state(sid, key, value)
+    return ItemOutcome(candidate.name, "skipped", reason=reason)
 
 
 # One item as its own task run: land_one with Prefect's retries (set per source by the run).
@@ -650,6 +672,8 @@ def _land_all(
     as a `land-item` task of its own. The bounded window keeps memory flat for huge
     listings and lets a ledger failure stop the run before more items are started.
     """
+    if not items:
+        return  # a run with nothing new builds no task variants
     logger = get_run_logger()
 
     def single(retries: int):
@@ -740,6 +764,8 @@ def _finish(ledger: Ledger, run_row: int, summary: RunSummary, error: str | None
     except LedgerError:
         if error is None:
             raise
+    if error is None and not summary.landed and not summary.failed:
+        return  # nothing new: the log line and the ledger's run row say so (no API call)
     try:
         summary.publish()
     except Exception as exc:  # an artifact must not hide the real outcome

@@ -31,6 +31,7 @@ from typing import Any
 
 from prefect import get_run_logger
 
+from blocks.core.errors import LedgerError
 from blocks.core.ingestion_queue import IngestionQueue
 from blocks.core.landing_store import is_object_uri
 from blocks.core.ledger import LandedRecord, Ledger
@@ -46,6 +47,7 @@ class _Pending:
     sha256: str
     size: int
     state: dict[str, Any] | None
+    by_content: bool = False  # content dedupe still to check (at flush, one query)
 
 
 @dataclass
@@ -75,13 +77,19 @@ class BatchRecords:
         size: int,
         state: dict[str, Any] | None,
         rows: int | None,
+        by_content: bool = False,
     ) -> Any:
-        """Take over the staged file (the caller deletes its own name on return)."""
+        """Take over the staged file (the caller deletes its own name on return).
+
+        `by_content`: the source dedupes by content and no pending item has this content;
+        whether the ledger already holds it is asked at `flush`, for all items at once."""
         from pipeline.engine import ItemOutcome
 
         kept = staged.with_name(staged.stem + ".batch.part")  # still cleaned if we die
         os.replace(staged, kept)
-        self.pending.append(_Pending(index, candidate, kept, target, sha256, size, state))
+        self.pending.append(
+            _Pending(index, candidate, kept, target, sha256, size, state, by_content)
+        )
         return ItemOutcome(candidate.name, "landed", bytes=size, landed_path=str(target), rows=rows)
 
     def holds(self, sha256: str) -> bool:
@@ -111,8 +119,44 @@ class BatchRecords:
             return False
         return True
 
+    def _skip_known_content(self, items: list[_Pending]) -> list[_Pending]:
+        """The items whose content the ledger does not hold yet; each other one gets its
+        'same content' outcome (as `land_one` gives it one by one)."""
+        from pipeline.engine import skip_same_content
+
+        asked = [p for p in items if p.by_content]
+        if not asked:
+            return items
+        sid = self.source.source_id
+        try:
+            known = self.ledger.landed_by_sha_many(sid, [p.sha256 for p in asked])
+        except Exception as exc:  # a LedgerError: the run stops
+            for p in items:
+                self.results[p.index] = exc
+            raise
+        new: list[_Pending] = []
+        for p in items:
+            same = known.get(p.sha256) if p.by_content else None
+            if same is None:
+                new.append(p)
+                continue
+            try:
+                self.results[p.index] = skip_same_content(
+                    self.ledger, sid, p.candidate, p.sha256, p.size, p.state, self.day,
+                    self.flow_run_id, same,
+                )  # fmt: skip
+            except LedgerError as exc:  # the run stops
+                self.results[p.index] = exc
+                raise
+            except Exception as exc:  # this item only: the run retries it on its own
+                self.results[p.index] = exc
+        return new
+
     def _flush(self, items: list[_Pending], outcome_type: Any) -> None:
         queue, ledger = self.queue, self.ledger
+        items = self._skip_known_content(items)
+        if not items:
+            return
         # the content on disk before any landing path names it
         if queue.fsync and not self._durable([p.staged for p in items], items):
             return

@@ -146,7 +146,10 @@ def source_flow(block_cls: type[SourceBlock], name: str, summary: str) -> Flow[.
                 relay_error = relay_after_run(ledger, queue.relay_block, source.source_id, totals)
             finally:
                 source.close()
-                evaluate_day_rules(source.source_id, dt.date.fromisoformat(day), ledger)
+                # Only a run that landed something can complete a day; a rule saved later,
+                # or an evaluation that failed, is caught by the ingest-reconcile sweep.
+                if totals["landed"]:
+                    evaluate_day_rules(source.source_id, dt.date.fromisoformat(day), ledger)
                 ledger.dispose()
         if relay_error is not None:
             raise relay_error  # Failed, naming the broker; the messages wait in the outbox

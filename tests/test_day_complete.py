@@ -255,3 +255,32 @@ def test_property_exactly_one_start_per_complete_day(
     assert len(server.runs) == sum(
         {s for s, d, _, _ in landings if d == n} == {"a", "b"} for n in range(3)
     )
+
+
+def test_no_rule_type_registered_means_no_rules_not_an_error(monkeypatch, prefect_api):
+    """A server where the Day Complete Rule type was never registered answers 404 to the
+    listing; the sync client raises that as an HTTP error, not ObjectNotFound. Every source
+    run on such a server used to log an ERROR for it."""
+    import httpx
+    from prefect.client.orchestration._blocks_types.client import BlocksTypeClient
+
+    from blocks.reconcile import day_complete
+
+    def not_registered(self, slug, *args, **kwargs):
+        request = httpx.Request("GET", f"http://127.0.0.1/api/block_types/slug/{slug}")
+        raise httpx.HTTPStatusError(
+            "404", request=request, response=httpx.Response(404, request=request)
+        )
+
+    monkeypatch.setattr(BlocksTypeClient, "read_block_documents_by_type", not_registered)
+    assert day_complete.load_rules() == ([], [])
+
+    def server_error(self, slug, *args, **kwargs):
+        request = httpx.Request("GET", f"http://127.0.0.1/api/block_types/slug/{slug}")
+        raise httpx.HTTPStatusError(
+            "500", request=request, response=httpx.Response(500, request=request)
+        )
+
+    monkeypatch.setattr(BlocksTypeClient, "read_block_documents_by_type", server_error)
+    with pytest.raises(httpx.HTTPStatusError):  # other errors still surface
+        day_complete.load_rules()

@@ -144,3 +144,55 @@ def test_dedupe_keeps_listing_order_and_prefect_does_not_walk_the_listing(
     fetch, skipped = run()
     assert [c.name for c in fetch] == ["a.csv", "c.csv", "a.csv", "e.csv"]
     assert skipped == 2  # b.csv, d.csv
+
+
+def test_content_dedupe_in_batches_asks_the_ledger_once_per_batch(
+    save_block, sqlite_ledger, queue, inbox, monkeypatch
+) -> None:
+    """Batched items are checked against landed content in ONE query per batch, with the
+    outcomes of the one-by-one path: a known content under another name is a duplicate, a
+    new version of a name with unchanged content is skipped, and two items of one batch
+    with the same content land once."""
+    from blocks.core.ledger import Ledger
+
+    (inbox / "first.csv").write_text("shared\n")
+    (inbox / "same.csv").write_text("same\n")
+    source = LocalFolderSource(
+        source_id="cd", directory=str(inbox), max_parallel=1, small_item_batch=50
+    )
+    assert run(save_block, sqlite_ledger, queue, source).result()["landed"] == 2
+
+    (inbox / "copy-of-first.csv").write_text("shared\n")  # known content, other name
+    (inbox / "same.csv").write_text("same\n")  # new mtime, unchanged content
+    (inbox / "twin-a.csv").write_text("twin\n")  # two new items, one content
+    (inbox / "twin-b.csv").write_text("twin\n")
+    for i in range(6):
+        (inbox / f"new{i}.csv").write_text(f"new {i}\n")
+    asked: list[int] = []
+    one_by_one: list[str] = []
+    real_many, real_one = Ledger.landed_by_sha_many, Ledger.landed_by_sha
+
+    def many(self, source_id, shas):
+        asked.append(len(shas))
+        return real_many(self, source_id, shas)
+
+    def one(self, source_id, sha):
+        one_by_one.append(sha)
+        return real_one(self, source_id, sha)
+
+    monkeypatch.setattr(Ledger, "landed_by_sha_many", many)
+    monkeypatch.setattr(Ledger, "landed_by_sha", one)
+    result = run(save_block, sqlite_ledger, queue, source).result()
+    # skipped: first.csv (known name and version), same.csv, copy-of-first.csv, twin-b.csv
+    assert (result["landed"], result["skipped"], result["failed"]) == (7, 4, 0), result
+    # listing order: the 9 items before twin-b in one query; twin-b's twin was pending,
+    # so the batch was flushed and twin-b asked alone (it is the batch's last item)
+    assert asked == [9] and len(one_by_one) == 1, (asked, one_by_one)
+    rows = {(r["name"], r["status"]) for r in sqlite_ledger.recent_items("cd", limit=100)}
+    assert ("copy-of-first.csv", "duplicate") in rows
+    assert ("twin-b.csv", "duplicate") in rows and ("twin-a.csv", "landed") in rows
+    assert sum(1 for name, _ in rows if name == "same.csv") == 1
+    landed = [p.name for p in landed_files(queue.landing_root)]
+    assert sorted(landed) == sorted(
+        ["first.csv", "same.csv", "twin-a.csv"] + [f"new{i}.csv" for i in range(6)]
+    )

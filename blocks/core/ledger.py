@@ -187,7 +187,9 @@ class Ledger(Block):
         if is_sqlite and info.database and info.database != ":memory:":
             _check_sqlite_path(str(info.database))
         try:
-            engine = self.database.get_engine(pool_pre_ping=True)
+            # A ping per checkout finds a server connection that died between runs; a
+            # SQLite file has no link to lose, and the ping was a query per transaction.
+            engine = self.database.get_engine(pool_pre_ping=not is_sqlite)
         except Exception as exc:  # driver import errors, bad URLs
             raise LedgerError(f"Ledger.database: cannot create engine: {_redact(exc)}") from exc
         if engine.dialect.name == "sqlite":
@@ -393,6 +395,26 @@ class Ledger(Block):
             row = conn.execute(stmt).first()
         return KnownItem(**row._mapping) if row else None
 
+    def landed_by_sha_many(self, source: str, shas: Sequence[str]) -> dict[str, KnownItem]:
+        """`landed_by_sha` for several contents in one query (a land-batch's items):
+        the first landed row of this source for each sha256 that has one."""
+        if not shas:
+            return {}
+        stmt = (
+            select(*_KNOWN_COLUMNS)
+            .where(
+                t.items.c.source == source,
+                t.items.c.sha256.in_(sorted(set(shas))),
+                t.items.c.status == "landed",
+            )
+            .order_by(t.items.c.id)
+        )
+        found: dict[str, KnownItem] = {}
+        with self.transaction() as conn:
+            for row in conn.execute(stmt):
+                found.setdefault(row.sha256, KnownItem(**row._mapping))
+        return found
+
     def sha_at_path(self, landed_path: str) -> str | None:
         """The sha256 recorded for a landed path, if the ledger knows the path."""
         stmt = (
@@ -480,9 +502,7 @@ class Ledger(Block):
         try:
             with self.transaction() as conn:
                 conn.execute(insert(t.items), rows)  # one executemany
-                for _r, message, _s in entries:
-                    if message is not None:
-                        self._insert_message(conn, message, now)
+                self._insert_messages(conn, [m for _r, m, _s in entries if m is not None], now)
                 for record, _m, state in entries:
                     for key, value in (state or {}).items():
                         self._upsert_state(conn, record.source, key, value, now)
@@ -532,25 +552,42 @@ class Ledger(Block):
             )
 
     def _insert_message(self, conn: Connection, message: QueueMessage, now: datetime) -> None:
-        exists = conn.execute(
-            select(t.queue.c.message_id).where(t.queue.c.message_id == message.message_id)
-        ).first()
-        if exists:
-            return  # deterministic id: a rerun never makes a second message
-        conn.execute(
-            insert(t.queue).values(
-                message_id=message.message_id,
-                source=message.source,
-                item_name=message.item_name,
-                sha256=message.sha256,
-                size=message.size,
-                landed_path=message.landed_path,
-                payload=json.dumps(message.payload, default=str, sort_keys=True),
-                status="ready",
-                attempts=0,
-                created_at=now,
-            )
+        self._insert_messages(conn, [message], now)
+
+    def _insert_messages(
+        self, conn: Connection, messages: Sequence[QueueMessage], now: datetime
+    ) -> None:
+        """Insert the messages whose id is not in the queue yet: one lookup, one insert."""
+        if not messages:
+            return
+        ids = [m.message_id for m in messages]
+        # deterministic ids: a rerun never makes a second message
+        known = set(
+            conn.execute(select(t.queue.c.message_id).where(t.queue.c.message_id.in_(ids)))
+            .scalars()
+            .all()
         )
+        rows, seen = [], set()
+        for m in messages:
+            if m.message_id in known or m.message_id in seen:
+                continue
+            seen.add(m.message_id)
+            rows.append(
+                dict(
+                    message_id=m.message_id,
+                    source=m.source,
+                    item_name=m.item_name,
+                    sha256=m.sha256,
+                    size=m.size,
+                    landed_path=m.landed_path,
+                    payload=json.dumps(m.payload, default=str, sort_keys=True),
+                    status="ready",
+                    attempts=0,
+                    created_at=now,
+                )
+            )
+        if rows:
+            conn.execute(insert(t.queue), rows)
 
     # ----------------------------------------------------------------- runs
     def start_run(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from datetime import date
 from pathlib import Path, PurePosixPath
@@ -11,6 +13,7 @@ from blocks.core.errors import UnsafeNameError
 SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _SOURCE_ID = re.compile(SOURCE_ID_PATTERN)
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_source_id(value: str) -> str:
@@ -29,9 +32,15 @@ def safe_relative_name(name: str) -> PurePosixPath:
     `C:x`, `\\\\server`), and any `..` or `.` part. Backslashes count as separators, so
     `..\\x` is refused too. Sub-folders (`a/b.csv`) are kept.
     """
+    return PurePosixPath(*check_safe_name(name))
+
+
+def check_safe_name(name: str) -> list[str]:
+    """`safe_relative_name`'s checks alone (no path object: a listing checks every name);
+    returns the name's parts."""
     if not isinstance(name, str) or not name:
         raise UnsafeNameError("empty file name")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if not name.isprintable() and _CONTROL.search(name):
         raise UnsafeNameError(f"file name {name!r} contains NUL or control characters")
     normalised = name.replace("\\", "/")
     if normalised.startswith("/") or _DRIVE.match(normalised):
@@ -41,18 +50,28 @@ def safe_relative_name(name: str) -> PurePosixPath:
         raise UnsafeNameError(f"file name {name!r} has an empty, '.' or '..' path part")
     if any(len(part.encode()) > 255 for part in parts):
         raise UnsafeNameError(f"file name {name!r} has a part longer than 255 bytes")
-    return PurePosixPath(*parts)
+    return parts
 
 
 def landing_path(root: Path, source_id: str, day: date, name: str) -> Path:
     """`{root}/{source}/{YYYY}/{MM}/{DD}/{name}`, checked to stay under that folder."""
     check_source_id(source_id)
     rel = safe_relative_name(name)
-    folder = (root / source_id / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}").resolve()
-    target = (folder / rel).resolve()
-    if folder not in target.parents:
-        raise UnsafeNameError(f"file name {name!r} resolves outside {folder}")
+    folder = _day_folder(str(root), source_id, day)
+    target = folder / rel
+    # safe_relative_name keeps the path lexically inside; only a symlink already in the
+    # landing tree could lead out. A plain name needs one lstat, not a walk of the path.
+    if len(rel.parts) > 1 or os.path.islink(target):
+        target = target.resolve()
+        if folder not in target.parents:
+            raise UnsafeNameError(f"file name {name!r} resolves outside {folder}")
     return target
+
+
+@functools.lru_cache(maxsize=256)
+def _day_folder(root: str, source_id: str, day: date) -> Path:
+    """The resolved day folder (resolving walks every part: once per day, not per item)."""
+    return (Path(root) / source_id / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}").resolve()
 
 
 def versioned_name(path: Path, sha256: str) -> Path:

@@ -119,9 +119,9 @@ class LocalFolderSource(FileSourceBlock):
     def discover(self, ctx: DiscoverContext) -> Iterator[Candidate]:
         pattern = render_date_template(self.pattern, ctx.partition_date)
         newest: tuple[int, str, Candidate] | None = None
-        for path, rel in self._walk(self.root, "", pattern):
+        for entry, rel in self._walk(self.root, "", pattern):
             try:
-                st = path.stat(follow_symlinks=False)
+                st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed between listing and stat
             cand = Candidate(
@@ -129,7 +129,7 @@ class LocalFolderSource(FileSourceBlock):
                 size=st.st_size,
                 mtime=datetime.fromtimestamp(st.st_mtime, tz=UTC),
                 version=_fingerprint(st),
-                ref=str(path),
+                ref=entry.path,
             )
             if self.mode == "all_new":
                 yield cand
@@ -184,7 +184,9 @@ class LocalFolderSource(FileSourceBlock):
                 ref=str(path),
             )
 
-    def _walk(self, folder: Path, prefix: str, pattern: str) -> Iterator[tuple[Path, str]]:
+    def _walk(
+        self, folder: Path | str, prefix: str, pattern: str
+    ) -> Iterator[tuple[os.DirEntry[str], str]]:
         with os.scandir(folder) as entries:
             for entry in sorted(entries, key=lambda e: e.name):
                 if entry.name.startswith(".") or entry.is_symlink():
@@ -192,13 +194,13 @@ class LocalFolderSource(FileSourceBlock):
                 rel = f"{prefix}{entry.name}"
                 if entry.is_dir(follow_symlinks=False):
                     if self.recursive:
-                        yield from self._walk(Path(entry.path), rel + "/", pattern)
+                        yield from self._walk(entry.path, rel + "/", pattern)
                 elif (
                     entry.is_file(follow_symlinks=False)
                     and not entry.name.endswith(".part")
                     and fnmatch.fnmatchcase(entry.name, pattern)
                 ):
-                    yield Path(entry.path), rel
+                    yield entry, rel
 
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         path = Path(candidate.ref)

@@ -30,6 +30,7 @@ from datetime import date
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
+import httpx
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import insert, select
@@ -362,6 +363,10 @@ def load_rules(names: Iterable[str] | None = None) -> tuple[list[DayCompleteRule
         try:
             docs = client.read_block_documents_by_type(BLOCK_TYPE_SLUG)
         except ObjectNotFound:  # block type never registered: no rule saved
+            docs = []
+        except httpx.HTTPStatusError as exc:  # the sync client does not map a 404
+            if exc.response.status_code != 404:
+                raise
             docs = []
     rules: list[DayCompleteRule] = []
     bad: list[Outcome] = []
