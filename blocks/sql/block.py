@@ -1085,6 +1085,7 @@ class SqlSource(SourceBlock):
             sink,
             header,
             lambda cur, stmt: self._literal_sql(cur, stmt, prep),
+            self._asyncpg_params(prep),
         )
         log = run_logger("ingest.sql")
         if rows is None:
@@ -1097,6 +1098,25 @@ class SqlSource(SourceBlock):
                 name,
             )
         return rows
+
+    def _asyncpg_params(self, prep: _Prepared) -> dict[str, Any] | None:
+        """asyncpg keywords for the parallel ranges (`parallel_copy`), when the connector
+        is a plain host/port/user/password/database URL; None (psycopg2 ranges) when it
+        has `connect_args` or URL query options asyncpg might read differently."""
+        url = prep.engine.url
+        if self.database.connect_args or url.query or not url.host:
+            return None
+        try:
+            import asyncpg  # noqa: F401
+        except ImportError:
+            return None
+        return {
+            "host": url.host,
+            "port": url.port or 5432,
+            "user": url.username,
+            "password": url.password,
+            "database": url.database,  # TLS: asyncpg's default is libpq's `prefer` too
+        }
 
     @staticmethod
     def _boundary(prep: _Prepared, keys: list[Any], where: list[Any], n: int) -> Any:
