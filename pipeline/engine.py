@@ -350,6 +350,7 @@ def land_batch(
     `land-item` task (with Prefect's retries). A ledger error ends the batch at once (the
     run stops).
     """
+    source.prefetch(candidates)  # e.g. SFTP: every item's OPEN/READ/CLOSE in one pipeline
     results: list[ItemOutcome | Exception] = []
     batch = BatchRecords(source, ledger, queue, day, flow_run_id, force, results)
     try:

@@ -11,6 +11,9 @@ A source is a Prefect Block that subclasses `SourceBlock` and implements:
   and counts as it writes; never hold the whole item in memory). It may return a mapping
   of state (e.g. a watermark) that the record step writes in the same transaction as the
   ledger row, and may raise `SkipItem` to skip an item (e.g. an empty increment).
+- `prefetch(candidates)`: optional; called once at the start of a `land-batch` task with
+  the small items it is about to fetch one after another on this thread, so a source
+  with costly round trips can get them in bulk (bounded) for `fetch` to serve.
 - `content_dedupe(candidate)`: optional; False when an item must be landed even if a
   landed item already has the same content (row/record windows). Default True (files).
 - `after_landing(candidate)`: optional action at the source once the item is recorded
@@ -252,6 +255,16 @@ class SourceBlock(Block):
     @abstractmethod
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
         """Stream one candidate's bytes into `out`."""
+
+    def prefetch(self, candidates: list[Candidate]) -> None:  # noqa: B027 (optional hook)
+        """Get ready to fetch `candidates`: the small items one `land-batch` task is about
+        to fetch one after another on this thread (default: nothing).
+
+        A source whose every item costs round trips may fetch them here in bulk and keep
+        the bytes, bounded, for `fetch` to serve on this thread. It must not raise and
+        must not change what `fetch` reports: an item it did not get, or got wrong, is
+        left to `fetch`, which raises what it would have raised anyway.
+        """
 
     def test_connection(self) -> dict[str, Any]:
         """Check the configuration, list the source once, and say what was found.

@@ -28,6 +28,7 @@ from blocks.core.source import (
 )
 from blocks.core.unpack import FileSourceBlock
 from blocks.core.write_behind import ThreadedSink
+from blocks.sftp.batch_read import SmallRead, read_small_files
 from blocks.sftp.connection import SftpConnection, SftpLogin, fingerprint
 from blocks.sftp.fast_read import SftpReadError, pipelined_download, ranged_readv
 from blocks.sftp.parallel import RangedDownloadError, parallel_download
@@ -39,8 +40,37 @@ _FAST_IN_FLIGHT = 24  # outstanding 255 KiB reads per file on OpenSSH (measured 
 _READ_SIZE = 255 * 1024
 _WRITE_BEHIND_MIN = 4 * _READ_SIZE  # smaller files are written without a writer thread
 _SHA256 = re.compile(r"\b([0-9a-fA-F]{64})\b")
+# Small files of a land-batch are read in one pipeline before they are fetched
+# (`SftpSource.prefetch`): at most this many bytes a batch, files up to this size.
+_PREFETCH_BUDGET = 8 * 1024 * 1024
+_PREFETCH_MAX_FILE = 1024 * 1024
+_SIDECAR_BYTES = 4096  # a sidecar's first bytes hold its checksum
+_SIDECAR_ROUND = 256  # sidecars read in one pipeline while listing (a round keeps them open)
 # Errors that mean the link is gone: drop the thread's connection, let the pipeline retry.
 _LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)
+
+
+def _openssh(conn: SftpConnection) -> bool:
+    """Whether the server is OpenSSH: the pipelined paths (`fast_read`, `batch_read`) rely
+    on its sftp-server answering in request order and reads of up to 255 KiB in full
+    except at the end of a file, so a short answer means the end. Other servers may answer
+    short anywhere or out of order: they get paramiko's own requests, one file at a time.
+    """
+    return conn.transport.remote_version.startswith("SSH-2.0-OpenSSH")
+
+
+def _sidecar_sum(sidecar: str, data: bytes) -> str:
+    """The hex SHA256 in a sidecar's first bytes ('HEX', or sha256sum's 'HEX  name')."""
+    match = _SHA256.search(data.decode("utf-8", "replace"))
+    if not match:
+        # An unreadable sidecar must not let the file through unverified: use a value
+        # that can never match so the item is quarantined with a clear reason.
+        return "invalid-sidecar-" + sidecar
+    return match.group(1).lower()
+
+
+def _prefetch_key(candidate: Candidate) -> tuple[str, int | None, str | None]:
+    return candidate.name, candidate.size, candidate.version
 
 
 def _fingerprint(attrs: paramiko.SFTPAttributes) -> str:
@@ -65,7 +95,9 @@ class SftpSource(FileSourceBlock):
     several hundred MB/s. With `connections_per_file` above 1, files of at least
     `parallel_min_mb` are split into that many byte ranges fetched at once over separate
     connections, one process each; if the server refuses the extra logins, one connection
-    is used. Dropped links are reconnected on the item's retry.
+    is used. Dropped links are reconnected on the item's retry. On OpenSSH servers the small
+    files of a land-batch are read in one pipeline (every OPEN at once, then every READ and
+    CLOSE) before they are fetched, and sidecars are read the same way while listing.
     """
 
     _block_type_name = "SFTP Source"
@@ -234,6 +266,7 @@ class SftpSource(FileSourceBlock):
         entries = self._listdir()
         names = {e.filename for e in entries if e.st_mode and stat.S_ISREG(e.st_mode)}
         ext = self.checksum_extension
+        taken: list[tuple[paramiko.SFTPAttributes, str | None]] = []  # (file, its sidecar)
         for entry in sorted(entries, key=lambda e: e.filename):
             name = entry.filename
             if not (entry.st_mode and stat.S_ISREG(entry.st_mode)):
@@ -242,21 +275,26 @@ class SftpSource(FileSourceBlock):
                 continue
             if not fnmatch.fnmatchcase(name, pattern):
                 continue
-            expected = None
+            sidecar = None
             if ext:
                 if name + ext in names:
-                    expected = self._read_sidecar(name + ext)
+                    sidecar = name + ext
                 elif self.require_checksum:
                     continue  # sidecar not there yet: leave the file for a later run
-            mtime = datetime.fromtimestamp(entry.st_mtime or 0, tz=UTC)
-            # the name goes through unchanged: the pipeline refuses unsafe names itself
-            yield Candidate(
-                name=name,
-                size=entry.st_size,
-                mtime=mtime,
-                version=_fingerprint(entry),
-                expected_sha256=expected,
-            )
+            taken.append((entry, sidecar))
+        for start in range(0, len(taken), _SIDECAR_ROUND):
+            chunk = taken[start : start + _SIDECAR_ROUND]
+            sums = self._read_sidecars([sidecar for _, sidecar in chunk if sidecar])
+            for entry, sidecar in chunk:
+                mtime = datetime.fromtimestamp(entry.st_mtime or 0, tz=UTC)
+                # the name goes through unchanged: the pipeline refuses unsafe names itself
+                yield Candidate(
+                    name=entry.filename,
+                    size=entry.st_size,
+                    mtime=mtime,
+                    version=_fingerprint(entry),
+                    expected_sha256=sums[sidecar] if sidecar else None,
+                )
 
     takes_named_items: ClassVar[bool] = True
 
@@ -315,20 +353,41 @@ class SftpSource(FileSourceBlock):
             self._drop_conn()
             raise IngestError(f"SFTP: cannot stat {name!r}: {exc}") from None
 
+    def _read_sidecars(self, sidecars: list[str]) -> dict[str, str]:
+        """The hex SHA256 in each sidecar, read in one pipeline on OpenSSH (every OPEN at
+        once, then every READ and CLOSE), one by one elsewhere. As one by one, a sidecar
+        that cannot be opened or read fails the listing, and one without a checksum gets
+        a value that never matches."""
+        if len(sidecars) < 2:
+            return {s: self._read_sidecar(s) for s in sidecars}
+        conn = self._conn()
+        if not _openssh(conn):
+            return {s: self._read_sidecar(s) for s in sidecars}
+        reads = [SmallRead(self._path(s), _SIDECAR_BYTES) for s in sidecars]
+        try:
+            read_small_files(conn.sftp, reads, _READ_SIZE)
+        except (*_LINK_ERRORS, SftpReadError) as exc:
+            self._drop_conn()  # replies may still be in flight
+            raise IngestError(
+                f"SFTP: cannot read sidecars {sidecars[0]!r}..{sidecars[-1]!r}: {exc}"
+            ) from None
+        sums = {}
+        for sidecar, read in zip(sidecars, reads, strict=True):
+            if read.error is not None or read.data is None:
+                # every reply was read: the connection stays usable
+                raise IngestError(f"SFTP: cannot read sidecar {sidecar!r}: {read.error}")
+            sums[sidecar] = _sidecar_sum(sidecar, read.data)
+        return sums
+
     def _read_sidecar(self, sidecar: str) -> str:
         """The hex SHA256 in a sidecar ('HEX', or sha256sum's 'HEX  name')."""
         try:
             with self._conn().sftp.open(self._path(sidecar), "rb") as fh:
-                text = fh.read(4096).decode("utf-8", "replace")
+                data = fh.read(_SIDECAR_BYTES)
         except _LINK_ERRORS as exc:
             self._drop_conn()
             raise IngestError(f"SFTP: cannot read sidecar {sidecar!r}: {exc}") from None
-        match = _SHA256.search(text)
-        if not match:
-            # An unreadable sidecar must not let the file through unverified: use a value
-            # that can never match so the item is quarantined with a clear reason.
-            return "invalid-sidecar-" + sidecar
-        return match.group(1).lower()
+        return _sidecar_sum(sidecar, data)
 
     def _ranged(self, size: int | None, out: BinaryIO) -> bool:
         return (
@@ -339,7 +398,71 @@ class SftpSource(FileSourceBlock):
             and hasattr(out, "hash_written")
         )
 
+    def prefetch(self, candidates: list[Candidate]) -> None:
+        """Read the small files of a land-batch in one pipeline on this thread's connection
+        (OpenSSH only, see `_openssh`): every OPEN at once, then for each handle a READ of
+        one byte more than the listed size (more reads above 255 KiB) and its CLOSE, all
+        at once. Files up to 1 MiB, at most 8 MiB a batch, are kept in memory for `fetch`
+        to serve; the others are fetched as usual.
+
+        Never raises: on a broken link the connection is dropped (replies may be in
+        flight) and every file of the batch is fetched the usual way, which reconnects.
+        """
+        store: dict[tuple[str, int | None, str | None], SmallRead] = {}
+        self._local.prefetched = store  # what an earlier batch left on this thread goes
+        picked: list[Candidate] = []
+        budget = _PREFETCH_BUDGET
+        for cand in candidates:
+            if cand.size is not None and cand.size <= min(_PREFETCH_MAX_FILE, budget):
+                picked.append(cand)
+                budget -= cand.size
+        if len(picked) < 2:
+            return  # one file: fetch's own pipeline costs as many round trips
+        try:
+            conn = self._conn()
+        except Exception:  # noqa: BLE001 (fetch meets the same error and reports it)
+            return
+        if not _openssh(conn):
+            return
+        # one byte more than listed: the answer then also says the file did not grow
+        reads = [SmallRead(self._path(c.name), (c.size or 0) + 1) for c in picked]
+        try:
+            read_small_files(conn.sftp, reads, _READ_SIZE)
+        except Exception as exc:  # noqa: BLE001 (only a shortcut: fetch goes the usual way)
+            self._drop_conn()  # answers may still be in flight: the link is not trusted
+            run_logger("ingest.sftp").warning(
+                "reading %d small files at once failed (%s); fetching them one by one",
+                len(picked),
+                exc,
+            )
+            return
+        for cand, read in zip(picked, reads, strict=True):
+            store[_prefetch_key(cand)] = read
+
+    def _serve_prefetched(self, candidate: Candidate, out: BinaryIO) -> bool:
+        """Write the item from what `prefetch` read (and forget it); False when it has
+        nothing for it, or met an error the usual path must meet and report itself."""
+        store = getattr(self._local, "prefetched", None)
+        read = store.pop(_prefetch_key(candidate), None) if store else None
+        if read is None:
+            return False
+        if isinstance(read.error, FileNotFoundError):
+            raise ItemGone()
+        if read.error is not None or read.data is None:
+            return False  # e.g. permission denied: as the usual path says it
+        size, got = candidate.size or 0, len(read.data)
+        if got != size:  # it asked for one byte more: `got > size` means it grew
+            now = f"more than {size}" if got > size else str(got)
+            raise IngestError(
+                f"{candidate.name}: size changed since the listing ({size} listed, "
+                f"{now} now); will retry"
+            )
+        out.write(read.data)
+        return True
+
     def fetch(self, candidate: Candidate, out: BinaryIO) -> Mapping[str, Any] | None:
+        if self._serve_prefetched(candidate, out):
+            return None
         path = self._path(candidate.name)
         try:
             conn = self._conn()
@@ -378,7 +501,7 @@ class SftpSource(FileSourceBlock):
             fh = conn.sftp.open(path, "rb")
             finished = False
             try:
-                fast = conn.transport.remote_version.startswith("SSH-2.0-OpenSSH")
+                fast = _openssh(conn)
                 # With the listed size, the fast path checks it with an end-of-file probe
                 # pipelined behind the reads, and closes the handle in the same pipeline.
                 known = fast and candidate.size is not None
