@@ -166,6 +166,8 @@ def child_extract(kind: str, db: str, workdir: Path, chunk: int, fields: dict) -
     )  # fmt: skip
     prep = source._prepare()
     path = source._extraction_path(prep)
+    if getattr(prep.lines, "line", None) is not None:
+        path = "server-rendered CSV lines"  # MySQL: blocks/sql/mysql_csv.py
     workdir.mkdir(parents=True, exist_ok=True)
     target = workdir / f"out.{source.output_format}"
     started = time.perf_counter()

@@ -68,7 +68,7 @@ from blocks.core.source import (
 )
 from blocks.core.timezones import TimezoneName
 from blocks.core.write_behind import ThreadedSink
-from blocks.sql import arrow_copy, mysql_driver, parallel_copy
+from blocks.sql import arrow_copy, mysql_csv, mysql_driver, parallel_copy
 from blocks.sql import dialects as dialects
 from blocks.sql import watermark as wm
 
@@ -112,6 +112,8 @@ class _Prepared:
     inc_kind: str | None
     can_see_others: bool
     inc_digits: int = 6  # fractional-second digits the incremental column stores
+    # MySQL CSV: the server-rendered line (`mysql_csv.plan`), planned on the first fetch
+    lines: mysql_csv.LinePlan | None = None
 
 
 class SqlSource(SourceBlock):
@@ -845,7 +847,8 @@ class SqlSource(SourceBlock):
 
     def _extraction_path(self, prep: _Prepared) -> Literal["copy", "arrow", "rows"]:
         """copy: PostgreSQL COPY CSV as is; arrow: COPY CSV parsed column-wise into Parquet
-        (`blocks/sql/arrow_copy.py`); rows: rows through Python (`_read`). Logged once."""
+        (`blocks/sql/arrow_copy.py`); rows: rows through Python (`_read`), on MySQL + CSV
+        as lines the server renders when every column allows it (`mysql_csv`). Logged once."""
         path: Literal["copy", "arrow", "rows"] = "rows"
         if self.use_copy and dialects.is_postgres(prep.dialect):
             if self.output_format == "csv":
@@ -854,7 +857,19 @@ class SqlSource(SourceBlock):
                 path = "arrow"
         if path == "rows" and not dialects.is_postgres(prep.dialect):
             driver = prep.engine.dialect.driver
-            run_logger("ingest.sql").info("%s: extraction: rows via %s", self.source_id, driver)
+            how = "rows"
+            if self.output_format == "csv":
+                if prep.lines is None:
+                    with self._connect() as conn:
+                        typed = self.table is not None and not self._key_columns()
+                        prep.lines = mysql_csv.plan(
+                            conn, prep.base, prep.names, prep.descriptions, driver, typed
+                        )
+                if prep.lines.line is not None:
+                    how = "server-rendered CSV lines"
+                else:
+                    how = f"rows ({prep.lines.reason})"
+            run_logger("ingest.sql").info("%s: extraction: %s via %s", self.source_id, how, driver)
         else:
             run_logger("ingest.sql").info("%s: extraction: %s", self.source_id, path)
         return path
@@ -913,8 +928,11 @@ class SqlSource(SourceBlock):
     ) -> tuple[int, list[Any] | None]:
         """Python path: keyset chunks (or one streaming cursor without a key)."""
         prep = self._prepare()
-        writer = self._make_writer(out, prep)
+        writer: Any = self._make_writer(out, prep)
         cols = [prep.base.c[n] for n in prep.names]
+        line = prep.lines.line if prep.lines is not None and self.output_format == "csv" else None
+        if line is not None:  # one CSV line per row, rendered by the server
+            writer, cols = mysql_csv.LineWriter(out, writer), [line]
         keys = [prep.base.c[k] for k in key_names]
         total, last = 0, None
         with self._reader() as conn_for_chunk:
@@ -938,14 +956,15 @@ class SqlSource(SourceBlock):
                     if last is not None:
                         stmt = stmt.where(wm.keyset_after(keys, last))
                     stmt = stmt.order_by(*keys).limit(n)
-                    with conn_for_chunk() as conn:
+                    with conn_for_chunk() as conn, mysql_csv.gc_paused(line is not None):
                         # one short transaction per chunk; the driver's tuples as they are
                         # (no SQLAlchemy Row per row: the writers take plain sequences)
                         result = conn.execute(stmt)
                         rows = result.cursor.fetchall()
                         result.close()
                     if rows:
-                        writer.write([r[:width] for r in rows])
+                        # the line path reads item 0 of each row in C: no slicing loop
+                        writer.write(rows if line is not None else [r[:width] for r in rows])
                         last = list(rows[-1][width:])
                         total += len(rows)
                     if len(rows) < n:
