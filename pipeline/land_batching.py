@@ -206,6 +206,10 @@ class BatchRecords:
                 )
                 continue
             self.results[p.index] = replace(self.results[p.index], landed_path=str(where))
+            # Each event goes through Prefect's events worker (queued, sent in the
+            # background). One POST /events per batch, with the run context's related
+            # resources looked up once, measured 91 ms per 50 events in this thread
+            # against 7 ms for the worker's queue: not worth it.
             try:
                 queue.announce(message)
             except Exception as exc:  # the queue row is the durable hand-off; this is extra

@@ -62,6 +62,32 @@ def test_each_landed_file_emits_its_event(save_block, sqlite_ledger, queue, inbo
     assert event["resource"]["prefect.resource.name"] == "evented"
 
 
+def test_each_file_of_a_batch_emits_its_event_with_the_run_context(
+    save_block, sqlite_ledger, queue, inbox
+) -> None:
+    """Items landed by land-batch tasks each get their event, with the related resources
+    (flow run, task run) that emit_event attaches from the run context."""
+    sid = "batched"
+    for i in range(12):
+        write(inbox / f"f{i:02d}.csv", f"{i}\n")
+    source = LocalFolderSource(
+        source_id=sid, directory=str(inbox), max_parallel=2, small_item_batch=6
+    )
+    state = run(save_block, sqlite_ledger, queue, source)
+    assert counts(state)["landed"] == 12
+    deadline = time.monotonic() + 30
+    while len(found := source_events("ingest.item.landed", sid)) < 12:
+        assert time.monotonic() < deadline, len(found)
+        time.sleep(0.5)
+    assert sorted(e["payload"]["name"] for e in found) == [f"f{i:02d}.csv" for i in range(12)]
+    assert len({e["id"] for e in found}) == 12
+    flow_run = f"prefect.flow-run.{state.state_details.flow_run_id}"
+    for event in found:
+        roles = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in event["related"]}
+        assert roles.get("flow-run") == flow_run, event["related"]
+        assert roles.get("task-run", "").startswith("prefect.task-run."), event["related"]
+
+
 def test_lands_new_files_once_and_rerun_lands_nothing(save_block, ledger, queue, inbox) -> None:
     write(inbox / "a.csv", "1,2\n")
     write(inbox / "b.csv", "3,4\n")
