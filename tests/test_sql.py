@@ -682,7 +682,7 @@ def test_mariadb_csv_lines_equal_the_row_path(my_source, driver) -> None:
         (dict(table="awk", primary_key=["id"], chunk_size=2), "lines"),
         # no key: one streaming cursor of SQLAlchemy rows, which turn TIME into a time of
         # day and SET into a Python set: such a table keeps the row path
-        (dict(table="awk"), "column 'tm' is TIME or SET, read as SQLAlchemy types"),
+        (dict(table="awk"), "column 'tm' is TIME, SET or JSON, read as SQLAlchemy types"),
         (dict(table="awk", columns=no_time_or_set), "lines"),
         (
             dict(
@@ -790,3 +790,28 @@ def test_mariadb_csv_lines_property_random_rows(my_source) -> None:
     finally:
         new.close()
         old.close()
+
+
+def test_mariadb_csv_lines_split_files_resume_on_exact_keys(
+    save_block, sqlite_ledger, queue, my_source
+) -> None:
+    """Line path + `max_rows_per_file`: seven rows share one DATETIME(6) value; files of 3
+    rows end inside it and the next file resumes after the exact (timestamp, id) read from
+    the raw key columns: none lost, none twice, and the CSV rows are the row path's."""
+    orders_table(my_source, "ties")
+    for i in range(7):
+        insert(my_source, "ties", f'tie,{i}"', PAST)
+    insert(my_source, "ties", "after", PAST + timedelta(seconds=1))
+    source = source_for(my_source, "ties", max_rows_per_file=3, chunk_size=2)
+    result = counts(run(save_block, sqlite_ledger, queue, source))
+    assert result["landed"] == 3 and result["runs"] == 3
+    assert delivered_ids(sqlite_ledger, source.source_id) == list(range(1, 9))
+    files = [read_rows(item["landed_path"]) for item in landed(sqlite_ledger, source.source_id)]
+    assert [len(f) for f in files] == [3, 3, 2]
+    assert files[0][1] == {
+        "id": "2",
+        "updated_at": "2026-01-01 12:00:00",
+        "amount": "1.50",
+        "note": 'tie,1"',
+        "flag": "0",
+    }

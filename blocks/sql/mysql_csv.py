@@ -59,7 +59,7 @@ _INTEGERS = {1, 2, 3, 8, 9}  # TINY, SHORT, LONG, LONGLONG, INT24
 _DECIMALS = {0, 246}  # DECIMAL, NEWDECIMAL
 _DATES = {10, 14}  # DATE, NEWDATE
 _DATETIMES = {7, 12}  # TIMESTAMP, DATETIME
-_TIME, _YEAR, _NULL = 11, 13, 6
+_TIME, _YEAR, _NULL, _JSON = 11, 13, 6, 245  # _JSON: MySQL's JSON (MariaDB's is LONGTEXT)
 _STRINGS = {15, 245, 247, 248, 249, 250, 251, 252, 253, 254}  # VARCHAR, JSON, ENUM, SET, BLOBs
 _NAMES = {4: "FLOAT", 5: "DOUBLE", 16: "BIT", 255: "GEOMETRY"}
 _NOT_NULL, _ZEROFILL, _SET = 1, 64, 2048  # field flags
@@ -196,8 +196,9 @@ def plan(
 
     `typed_rows`: the row path would read SQLAlchemy rows of the reflected table (a table
     without `primary_key`: one streaming cursor), whose column types convert TIME to a
-    time of day (wrapped into 0-24 h) and SET to a Python set (printed in hash order);
-    such tables stay on the row path, so their files do not change. `driver`: the
+    time of day (wrapped into 0-24 h), SET to a Python set (printed in hash order) and
+    MySQL's JSON to parsed values (re-printed with sorted keys); such tables stay on the
+    row path, so their files do not change. `driver`: the
     SQLAlchemy driver name (mysqldb or pymysql; any other keeps the row path)."""
     if driver not in ("mysqldb", "pymysql"):
         return LinePlan(None, f"driver {driver!r}")
@@ -221,8 +222,8 @@ def plan(
     for name, col, desc, flag, charset in zip(
         names, cols, descriptions, flags, charsets, strict=True
     ):
-        if typed_rows and (desc[1] == _TIME or flag & _SET):
-            return LinePlan(None, f"column {name!r} is TIME or SET, read as SQLAlchemy types")
+        if typed_rows and (desc[1] in (_TIME, _JSON) or flag & _SET):
+            return LinePlan(None, f"column {name!r} is TIME, SET or JSON, read as SQLAlchemy types")
         scale = desc[5] if len(desc) > 5 else None
         got = _field(col, desc[1], scale, flag, charset, driver == "pymysql")
         if isinstance(got, str):
