@@ -16,8 +16,11 @@ counted; the listing itself is built in every child, so compare RSS across rows)
   there: how the engine asked before), for comparison.
 - plain:  the `dedupe` task called inside a flow with the listing as a plain list.
 - quoted: the same with the listing wrapped in `prefect.utilities.annotations.quote`.
-- run_source: `pipeline.engine.dedupe_listing` (how `run_source` calls the task), if the
-  code has it.
+- run_source: `pipeline.engine.dedupe_listing` (how `run_source` dedupes the items an
+  event names).
+- discover: the `discover` task as a listing run calls it: the listing is streamed from
+  the source (never a list) and deduped `LISTING_CHUNK` items at a time; its RSS shows
+  whether memory stays flat as the listing grows.
 
 Seconds are wall time of the call only (listing built and Prefect started beforehand).
 """
@@ -32,6 +35,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +108,15 @@ def child(kind: str, where: str, what: str, listed: int, new: int, ledger_rows: 
     known = listed - new
     if known > ledger_rows:
         raise SystemExit(f"--listed minus --new ({known}) is more than --ledger-rows")
-    candidates = [Candidate(f"in/f-{i:09d}.csv", 100, None, "v1") for i in range(1, known + 1)]
-    candidates += [Candidate(f"in/new-{i:09d}.csv", 100, None, "v1") for i in range(1, new + 1)]
+
+    def listing() -> Iterator[Candidate]:
+        for i in range(1, known + 1):
+            yield Candidate(f"in/f-{i:09d}.csv", 100, None, "v1")
+        for i in range(1, new + 1):
+            yield Candidate(f"in/new-{i:09d}.csv", 100, None, "v1")
+
+    # "discover" streams the listing as a source does; the other rows get it as a list
+    candidates = [] if what == "discover" else list(listing())
     ledger = ledger_for(kind, where)
     ledger.check()
     source = LocalFolderSource(source_id=SOURCE, directory=tempfile.gettempdir())
@@ -129,9 +141,21 @@ def child(kind: str, where: str, what: str, listed: int, new: int, ledger_rows: 
 
         from pipeline import engine
 
+        class StreamedSource(LocalFolderSource):
+            def discover(self, ctx):  # a listing made as it is read, like a real source
+                return listing()
+
         @flow(name="bench-dedupe")
         def run() -> dict:
             started = time.perf_counter()
+            if what == "discover":  # list + dedupe chunk by chunk, as run_source does
+                from blocks.core.source import DiscoverContext
+
+                streamed = StreamedSource(source_id=SOURCE, directory=tempfile.gettempdir())
+                ctx = DiscoverContext(date.today(), None, False, ledger, SOURCE)
+                got = engine.discover(streamed, ctx)
+                seconds = time.perf_counter() - started
+                return {"seconds": seconds, "fetch": len(got.to_fetch), "skip": got.already}
             if what == "plain":
                 fetch, skip = engine.dedupe(ledger, source, candidates, False)
             elif what == "quoted":
@@ -158,7 +182,7 @@ def main() -> None:
     parser.add_argument("--ledger-rows", type=int, default=200_000)
     parser.add_argument("--new", type=int, default=1_000)
     parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--what", default="known_rows,query,plain,quoted,run_source")
+    parser.add_argument("--what", default="known_rows,query,plain,quoted,run_source,discover")
     parser.add_argument(
         "--child", nargs=3, metavar=("KIND", "WHERE", "WHAT"), help=argparse.SUPPRESS
     )

@@ -196,3 +196,35 @@ def test_content_dedupe_in_batches_asks_the_ledger_once_per_batch(
     assert sorted(landed) == sorted(
         ["first.csv", "same.csv", "twin-a.csv"] + [f"new{i}.csv" for i in range(6)]
     )
+
+
+def test_listing_is_deduped_chunk_by_chunk_never_held_whole(
+    save_block, sqlite_ledger, queue, inbox, monkeypatch
+) -> None:
+    """The discover step hands the ledger LISTING_CHUNK items at a time and keeps only
+    the new ones: listed, skipped and landed counts stay those of one whole listing."""
+    import pipeline.engine as engine
+    from blocks.core.ledger import Ledger
+
+    for i in range(10):
+        (inbox / f"f{i:03d}.csv").write_text(f"row {i}\n")
+    source = LocalFolderSource(source_id="chunked", directory=str(inbox), max_parallel=2)
+    assert run(save_block, sqlite_ledger, queue, source).result()["landed"] == 10
+    for i in range(10, 30):
+        (inbox / f"f{i:03d}.csv").write_text(f"row {i}\n")
+    (inbox / "bad\x01name.csv").write_text("refused")
+    chunks: list[int] = []
+    real = Ledger.iter_names_to_fetch
+
+    def counted(self, source_id, listing, *args, **kwargs):
+        pairs = list(listing)
+        chunks.append(len(pairs))
+        yield from real(self, source_id, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "LISTING_CHUNK", 7)
+    monkeypatch.setattr(Ledger, "iter_names_to_fetch", counted)
+    result = run(save_block, sqlite_ledger, queue, source).result()
+    assert (result["listed"], result["skipped"], result["landed"]) == (31, 10, 20), result
+    assert result["failed"] == 1  # the unsafe name, refused before the ledger is asked
+    assert chunks == [7, 7, 7, 7, 2], chunks
+    assert len(landed_files(queue.landing_root)) == 30

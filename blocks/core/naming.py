@@ -14,6 +14,7 @@ SOURCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _SOURCE_ID = re.compile(SOURCE_ID_PATTERN)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DOT_PARTS = frozenset(("", ".", ".."))
 
 
 def check_source_id(value: str) -> str:
@@ -46,10 +47,12 @@ def check_safe_name(name: str) -> list[str]:
     if normalised.startswith("/") or _DRIVE.match(normalised):
         raise UnsafeNameError(f"file name {name!r} is an absolute path")
     parts = normalised.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise UnsafeNameError(f"file name {name!r} has an empty, '.' or '..' path part")
-    if any(len(part.encode()) > 255 for part in parts):
-        raise UnsafeNameError(f"file name {name!r} has a part longer than 255 bytes")
+    for part in parts:
+        if part in _DOT_PARTS:
+            raise UnsafeNameError(f"file name {name!r} has an empty, '.' or '..' path part")
+        # 63 characters encode to at most 252 bytes: only longer parts are encoded
+        if len(part) > 63 and len(part.encode()) > 255:
+            raise UnsafeNameError(f"file name {name!r} has a part longer than 255 bytes")
     return parts
 
 
