@@ -675,15 +675,11 @@ def test_mariadb_csv_lines_equal_the_row_path(my_source, driver) -> None:
     dates): the server-rendered lines are byte-identical to the row path's CSV, with keyset
     chunks, one streaming cursor (no key) and a query."""
     _awkward_table(my_source, "awk", AWKWARD_ROWS)
-    no_time_or_set = [c.split()[0] for c in AWKWARD_COLUMNS.split(", ")]
-    no_time_or_set = [c for c in no_time_or_set if c in {r for r in AWKWARD_ROWS[2]}]
-    no_time_or_set = [c for c in no_time_or_set if c not in ("tm", "tm0", "st")]
     cases = [
         (dict(table="awk", primary_key=["id"], chunk_size=2), "lines"),
-        # no key: one streaming cursor of SQLAlchemy rows, which turn TIME into a time of
-        # day and SET into a Python set: such a table keeps the row path
-        (dict(table="awk"), "column 'tm' is TIME, SET or JSON, read as SQLAlchemy types"),
-        (dict(table="awk", columns=no_time_or_set), "lines"),
+        # no key: one streaming cursor of the driver's values (TIME, SET, JSON included)
+        (dict(table="awk"), "lines"),
+        (dict(table="awk", columns=["id", "tm", "st", "j", "b"], chunk_size=2), "lines"),
         (
             dict(
                 query="SELECT id, t, dt6, tm, st, b FROM awk WHERE id > :n",
@@ -815,3 +811,55 @@ def test_mariadb_csv_lines_split_files_resume_on_exact_keys(
         "note": 'tie,1"',
         "flag": "0",
     }
+
+
+@pytest.mark.parametrize("driver", ["mysqlclient", "pymysql"])
+def test_mariadb_no_key_table_lands_the_keyed_bytes(my_source, driver) -> None:
+    """A table without `primary_key` (one streaming cursor) holding TIME (negative, > 24 h,
+    fractional), SET (several members) and JSON lands the same bytes as the same rows
+    read with a key, on the line path and on the row path, and so does a `query` without
+    a key. Before, the no-key cursor read SQLAlchemy rows of the reflected table: TIME
+    wrapped into 0-24 h (`-838:59:59` as `01:00:01`) and SET printed as a Python set."""
+    columns = (
+        "id int{pk}, tm time(6), tm0 time, st set('x','y','z'), j json, "
+        "t varchar(20) CHARACTER SET utf8mb4"
+    )
+    rows = [
+        dict(id=1),
+        dict(id=2, tm="-838:59:59", tm0="838:59:59", st="z,x", j='{"b": 1,  "a": [2, 1]}'),
+        dict(id=3, tm="25:00:00.000001", tm0="-24:00:00", st="x,y,z", j='{"z":0,"a":"q,r"}'),
+        dict(id=4, tm="-00:00:00.5", tm0="-01:02:03", st="", j="[3,1, 2]", t='a,"b"'),
+        dict(id=5, tm="12:34:56.789", tm0="00:00:00", st="y", j='"😀"', t=""),
+    ]
+    for name, pk in (("nk_keyed", " PRIMARY KEY"), ("nk_plain", "")):
+        my_source.run(
+            f"DROP TABLE IF EXISTS `{name}`", f"CREATE TABLE `{name}` ({columns.format(pk=pk)})"
+        )
+        with my_source.engine.begin() as conn:
+            for row in rows:  # in id order: the keyless table streams in insertion order
+                cols = ", ".join(f"`{c}`" for c in row)
+                marks = ", ".join(f":{c}" for c in row)
+                conn.execute(text(f"INSERT INTO `{name}` ({cols}) VALUES ({marks})"), row)
+
+    def extract(row_path: bool, **fields) -> tuple[bytes, str]:
+        source = SqlSource(source_id="nk", database=my_source.connector(), retries=0, **fields)
+        try:
+            return _fetch(source, row_path=row_path)
+        finally:
+            source.close()
+
+    keyed = dict(table="nk_keyed", primary_key=["id"], chunk_size=2, mysql_driver=driver)
+    want, verdict = extract(False, **keyed)
+    assert verdict == "lines"
+    assert extract(True, **keyed)[0] == want  # the keyed row path agrees
+    assert b"-35 days, 1:00:01" in want and b"34 days, 22:59:59" in want  # +-838:59:59
+    assert b'"x,z"' in want and b'"x,y,z"' in want  # SET as the server's text
+    assert b'"{""b"": 1,  ""a"": [2, 1]}"' in want  # JSON as stored, not re-printed
+    plain = dict(table="nk_plain", chunk_size=2, mysql_driver=driver)
+    query = dict(query="SELECT * FROM nk_plain", chunk_size=2, mysql_driver=driver)
+    for fields in (plain, query):
+        for row_path in (False, True):
+            got, verdict = extract(row_path, **fields)
+            assert got == want, (fields, row_path, got, want)
+            if not row_path:
+                assert verdict == "lines", fields

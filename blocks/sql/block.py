@@ -51,8 +51,10 @@ from sqlalchemy import (
     func,
     select,
     text,
+    type_coerce,
 )
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
+from sqlalchemy.types import NullType
 
 from blocks.core import file_formats as formats
 from blocks.core import watermark_values as values
@@ -861,9 +863,8 @@ class SqlSource(SourceBlock):
             if self.output_format == "csv":
                 if prep.lines is None:
                     with self._connect() as conn:
-                        typed = self.table is not None and not self._key_columns()
                         prep.lines = mysql_csv.plan(
-                            conn, prep.base, prep.names, prep.descriptions, driver, typed
+                            conn, prep.base, prep.names, prep.descriptions, driver
                         )
                 if prep.lines.line is not None:
                     how = "server-rendered CSV lines"
@@ -939,7 +940,8 @@ class SqlSource(SourceBlock):
             if not keys:
                 # No key to resume from: one server-side cursor (one transaction), still
                 # reading chunk_size rows at a time.
-                stmt = select(*cols).select_from(prep.base).where(*where).order_by(*order)
+                stmt = select(*self._driver_values(prep, cols)).select_from(prep.base)
+                stmt = stmt.where(*where).order_by(*order)
                 with conn_for_chunk() as conn:
                     result = conn.execution_options(yield_per=self.chunk_size).execute(stmt)
                     for part in result.partitions(self.chunk_size):
@@ -971,6 +973,18 @@ class SqlSource(SourceBlock):
                         break
         writer.close()
         return total, last
+
+    @staticmethod
+    def _driver_values(prep: _Prepared, cols: list[Any]) -> list[Any]:
+        """MySQL/MariaDB: `cols` typeless (NullType, no result processor), so the streaming
+        cursor's rows hold the driver's own values, as the keyed chunks' raw tuples do. The
+        reflected table's SQLAlchemy types would convert them: TIME wrapped into a time of
+        day (`-838:59:59` read `01:00:01`), SET to a Python set (printed in hash order),
+        MySQL's JSON parsed and re-printed, BIT to an int. The SQL is unchanged (no CAST).
+        PostgreSQL keeps its typed rows (not compared with the keyed path here)."""
+        if dialects.is_postgres(prep.dialect):
+            return cols
+        return [type_coerce(c, NullType()) for c in cols]
 
     def _copy(
         self,

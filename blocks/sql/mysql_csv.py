@@ -59,10 +59,10 @@ _INTEGERS = {1, 2, 3, 8, 9}  # TINY, SHORT, LONG, LONGLONG, INT24
 _DECIMALS = {0, 246}  # DECIMAL, NEWDECIMAL
 _DATES = {10, 14}  # DATE, NEWDATE
 _DATETIMES = {7, 12}  # TIMESTAMP, DATETIME
-_TIME, _YEAR, _NULL, _JSON = 11, 13, 6, 245  # _JSON: MySQL's JSON (MariaDB's is LONGTEXT)
+_TIME, _YEAR, _NULL = 11, 13, 6
 _STRINGS = {15, 245, 247, 248, 249, 250, 251, 252, 253, 254}  # VARCHAR, JSON, ENUM, SET, BLOBs
 _NAMES = {4: "FLOAT", 5: "DOUBLE", 16: "BIT", 255: "GEOMETRY"}
-_NOT_NULL, _ZEROFILL, _SET = 1, 64, 2048  # field flags
+_NOT_NULL, _ZEROFILL = 1, 64  # field flags
 
 _MAX_DIGITS = 6  # str(Decimal) of the server text is plain up to 6 decimals
 
@@ -189,17 +189,13 @@ def plan(
     names: Sequence[str],
     descriptions: Sequence[Sequence[Any]],
     driver: str,
-    typed_rows: bool = False,
 ) -> LinePlan:
     """Probe the columns' flags and character sets (two statements returning no data rows)
     and build the line expression, or say which column keeps the table on the row path.
 
-    `typed_rows`: the row path would read SQLAlchemy rows of the reflected table (a table
-    without `primary_key`: one streaming cursor), whose column types convert TIME to a
-    time of day (wrapped into 0-24 h), SET to a Python set (printed in hash order) and
-    MySQL's JSON to parsed values (re-printed with sorted keys); such tables stay on the
-    row path, so their files do not change. `driver`: the
-    SQLAlchemy driver name (mysqldb or pymysql; any other keeps the row path)."""
+    With or without a key, the row path reads the driver's own values (never SQLAlchemy's
+    column types), so one plan fits both. `driver`: the SQLAlchemy driver name (mysqldb
+    or pymysql; any other keeps the row path)."""
     if driver not in ("mysqldb", "pymysql"):
         return LinePlan(None, f"driver {driver!r}")
     cols = [base.c[n] for n in names]
@@ -222,8 +218,6 @@ def plan(
     for name, col, desc, flag, charset in zip(
         names, cols, descriptions, flags, charsets, strict=True
     ):
-        if typed_rows and (desc[1] in (_TIME, _JSON) or flag & _SET):
-            return LinePlan(None, f"column {name!r} is TIME, SET or JSON, read as SQLAlchemy types")
         scale = desc[5] if len(desc) > 5 else None
         got = _field(col, desc[1], scale, flag, charset, driver == "pymysql")
         if isinstance(got, str):
