@@ -7,17 +7,20 @@ the extraction and the ledger record.
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from blocks import IngestionQueue, Ledger, QueueConsumer
 from blocks.core.errors import ConfigError, LedgerError
-from blocks.sql.block import SqlSource
+from blocks.core.source import Candidate
+from blocks.sql.block import SqlSource, Window
 from flows.sql import ingest_sql
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, throwaway_database
 from tests.landed_rows import counts, delivered_ids, landed, read_rows, run_flow
 from tests.sql_servers import SourceDb, my_source, pg_source  # noqa: F401
 
@@ -863,3 +866,124 @@ def test_mariadb_no_key_table_lands_the_keyed_bytes(my_source, driver) -> None:
             assert got == want, (fields, row_path, got, want)
             if not row_path:
                 assert verdict == "lines", fields
+
+
+# ------------------------------------------- PostgreSQL: no key reads the keyed bytes
+PG_NO_KEY_COLUMNS = (
+    "id int{pk}, n numeric, n2 numeric(30,20), f8 float8, f4 real, tz timestamptz, "
+    "ts timestamp(6), d date, t time, ttz timetz, iv interval, j json, jb jsonb, ai int[], "
+    "at text[], an numeric[], aj jsonb[], ae pg_nk_mood[], au uuid[], ats timestamptz[], "
+    "by bytea, u uuid, ip inet, ci cidr, m money, e pg_nk_mood, tx text, b bool, "
+    "bits bit varying, r int4range, tr tstzrange, dr daterange, c char(3), iva interval[]"
+)
+# SQL literals, one row each, in id order with `tz` increasing (the keyless incremental
+# window is ordered by `tz`, the keyed one by `id`); `tz` without an offset is read in the
+# database's default zone (Asia/Kathmandu, +05:45), which the source's sessions override.
+PG_NO_KEY_ROWS = [
+    "1, 12345678901234567890.123456789012345678901234567890, 1.5, 'NaN', 'NaN', "
+    "'-infinity', 'infinity', 'infinity', '24:00:00', '23:59:59.999999-14:59', "
+    "'-1 year -2 mons +3 days -04:05:06.000007', "
+    """'{"b": 1,  "a": [2, 1], "a": 3}', '{"b": 1,  "a": [2, 1], "a": 3}', """
+    """'{1,NULL,3}', '{"a,b","",NULL,"q\\""}', '{1.50,NaN}', ARRAY['{"z":1,"a":2}'::jsonb], """
+    "'{happy,sad,\"a,b\"}', ARRAY['00000000-0000-0000-0000-000000000001'::uuid], "
+    "ARRAY['2026-01-01 00:00:00.5+05'::timestamptz], '\\x00ff', "
+    "'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '192.168.0.1/24', '10.0.0.0/8', '-1234.56', "
+    "'sad', E'a\\x01b\\tc\\r\\nd\\x7f \"q\" \\\\N', true, B'101', '[1,5)', "
+    "'[2026-01-01 00:00+02,2026-01-02)', '[2026-01-01,2026-02-01)', 'ab', "
+    "ARRAY['1 mon'::interval, '-1 day 00:00:00.000001']",
+    "2, 'NaN', 0.00000000000000000001, 'Infinity', '-Infinity', '0001-01-01 00:00:00+00', "
+    "'-infinity', '-infinity', '00:00:00.000001', '00:00:00+00', "
+    "'1 mon 2 days 00:00:00.000001', '[]', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', "
+    "'', '00000000-0000-0000-0000-000000000000', '::1', '::/0', '0', 'happy', '', false, "
+    "B'', 'empty', 'empty', '(,)', '', '{}'",
+    "3, -0.000, -1e-20, '-0', '-0', '2026-03-29 01:30:00.123456', '1999-12-31 23:59:59.999999', "
+    "'2026-02-28', '12:34:56.5', '12:00:00+05:30', '-00:00:00.000001', '\"\\u00e9\"', "
+    "'\"\\u00e9\"', '{{1,2},{3,4}}', '{{a,b},{c,d}}', '{-0}', NULL, '{NULL}', NULL, NULL, "
+    "'\\x', NULL, '2001:db8::1', '2001:db8::/32', '1000000', NULL, 'NULL', NULL, NULL, "
+    "'(,3]', '(,2026-01-01)', '[2026-01-01,)', NULL, NULL",
+    "4, 1e-300, 9999999999.99999999999999999999, 1e-300, 1e-38, "
+    "'2026-10-25 01:30:00 Europe/Berlin', '2026-10-25 02:30:00', '9999-12-31', "
+    "'23:59:59.999999', '23:59:59+14:59', '1000 years 11 mons 29 days', "
+    """'{"a": 1e400, "b": 0.1000}', '{"a": 1e400, "b": 0.1000}', """
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+    "5, 1.7976931348623157e308, NULL, 5e-324, 1.17549435e-38, "
+    "'9999-12-31 23:59:59.999999+00', '9999-12-31 23:59:59.999999', '0001-01-01', NULL, NULL, "
+    "'-1000 years -11 mons -29 days -23:59:59.999999', 'null', 'null', "
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+    "6" + ", NULL" * 33,
+]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_pg_no_key_table_lands_the_keyed_bytes(fmt) -> None:
+    """PostgreSQL without COPY (CSV with use_copy=False, JSONL, Parquet): a table without
+    `primary_key` (one streaming cursor) lands the same bytes as the same rows read in
+    keyset chunks with a key, and so does a keyless `query`, for a full snapshot and a
+    timestamp window. Awkward values: numeric with 50 digits and NaN, float8/real NaN,
+    +-Infinity, -0.0, 1e-300, denormals, timestamptz/timestamp with microseconds and
+    +-infinity (written in a non-UTC database zone), date infinity, time 24:00, timetz,
+    intervals (negative, months+days+micros), json vs jsonb (spacing, key order, duplicate
+    keys), arrays (of ints, text, numeric, jsonb, enum, uuid, timestamptz, interval), bytea,
+    uuid, inet/cidr, money, enum, control characters, bool, bit, ranges. Before, the keyless
+    cursor read SQLAlchemy rows of the reflected table: an enum array was parsed into a list
+    (JSON `["happy", "sad"]`, keyed `{happy,sad}`) and a range re-built as SQLAlchemy's
+    Range (`[1,5)`, keyed psycopg2's `[1, 5)`)."""
+    with throwaway_database("postgres", "pgnokey") as name:
+        engine = create_engine(f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}")
+        db = SourceDb("postgres", name, engine)
+        try:
+            db.run(
+                f"ALTER DATABASE \"{name}\" SET timezone TO 'Asia/Kathmandu'",
+                "CREATE TYPE pg_nk_mood AS ENUM ('happy', 'sad', 'a,b')",
+            )
+            engine.dispose()  # new sessions take the database's zone
+            with engine.begin() as conn:
+                assert conn.exec_driver_sql("SHOW timezone").scalar() == "Asia/Kathmandu"
+                for table, pk in (("nk_keyed", " PRIMARY KEY"), ("nk_plain", "")):
+                    conn.exec_driver_sql(
+                        f"CREATE TABLE {table} ({PG_NO_KEY_COLUMNS.format(pk=pk)})"
+                    )
+                    for row in PG_NO_KEY_ROWS:  # in id order: the keyless table reads so
+                        conn.exec_driver_sql(f"INSERT INTO {table} VALUES ({row})")
+
+            def extract(window: Window, **fields) -> bytes:
+                source = SqlSource(
+                    source_id="nk",
+                    database=db.connector(),
+                    retries=0,
+                    output_format=fmt,
+                    use_copy=False,
+                    chunk_size=2,  # several keyset chunks / cursor partitions
+                    **fields,
+                )
+                out = io.BytesIO()
+                try:
+                    assert source._extraction_path(source._prepare()) == "rows"
+                    source.fetch(Candidate(name=f"t.{fmt}", ref=window), out)
+                finally:
+                    source.close()
+                return out.getvalue()
+
+            full = Window("full")
+            want = extract(full, table="nk_keyed", primary_key=["id"])
+            for fields in (dict(table="nk_plain"), dict(query="SELECT * FROM nk_plain")):
+                assert extract(full, **fields) == want, fields
+            if fmt == "csv":  # the driver's values, as the keyed chunks read them
+                assert b'"{happy,sad,""a,b""}"' in want and b'"[1, 5)"' in want
+                assert b"2026-03-28 19:45:00.123456+00:00" in want  # in UTC, not +05:45
+                assert b"12345678901234567890.123456789012345678901234567890" in want
+            elif fmt == "parquet":
+                table = pq.read_table(io.BytesIO(want))
+                assert table.num_rows == len(PG_NO_KEY_ROWS)
+                assert table["ae"][0].as_py() == '{happy,sad,"a,b"}'
+            # a timestamp window: keyless ordered by `tz`, keyed by `id`, same rows here
+            upper = datetime(2027, 1, 1, tzinfo=UTC)
+            window = Window("incremental", lower=None, upper=upper)
+            inc = dict(incremental_mode="timestamp", incremental_column="tz")
+            got_keyed = extract(window, table="nk_keyed", primary_key=["id"], **inc)
+            assert got_keyed and got_keyed != want  # ids 5 (9999) and 6 (NULL) left out
+            assert extract(window, table="nk_plain", **inc) == got_keyed
+        finally:
+            engine.dispose()

@@ -940,7 +940,7 @@ class SqlSource(SourceBlock):
             if not keys:
                 # No key to resume from: one server-side cursor (one transaction), still
                 # reading chunk_size rows at a time.
-                stmt = select(*self._driver_values(prep, cols)).select_from(prep.base)
+                stmt = select(*self._driver_values(cols)).select_from(prep.base)
                 stmt = stmt.where(*where).order_by(*order)
                 with conn_for_chunk() as conn:
                     result = conn.execution_options(yield_per=self.chunk_size).execute(stmt)
@@ -975,15 +975,15 @@ class SqlSource(SourceBlock):
         return total, last
 
     @staticmethod
-    def _driver_values(prep: _Prepared, cols: list[Any]) -> list[Any]:
-        """MySQL/MariaDB: `cols` typeless (NullType, no result processor), so the streaming
-        cursor's rows hold the driver's own values, as the keyed chunks' raw tuples do. The
-        reflected table's SQLAlchemy types would convert them: TIME wrapped into a time of
-        day (`-838:59:59` read `01:00:01`), SET to a Python set (printed in hash order),
-        MySQL's JSON parsed and re-printed, BIT to an int. The SQL is unchanged (no CAST).
-        PostgreSQL keeps its typed rows (not compared with the keyed path here)."""
-        if dialects.is_postgres(prep.dialect):
-            return cols
+    def _driver_values(cols: list[Any]) -> list[Any]:
+        """`cols` typeless (NullType, no result processor), so the streaming cursor's rows
+        hold the driver's own values, as the keyed chunks' raw tuples do. The reflected
+        table's SQLAlchemy types would convert them. MySQL/MariaDB: TIME wrapped into a time
+        of day (`-838:59:59` read `01:00:01`), SET to a Python set (printed in hash order),
+        MySQL's JSON parsed and re-printed, BIT to an int. PostgreSQL: an enum array (text
+        `{happy,sad}` to psycopg2) split into a list (written as JSON `["happy", "sad"]`),
+        ranges re-built as SQLAlchemy's Range (`[1,5)`, psycopg2's own `[1, 5)`). No CAST:
+        the SQL only gains column labels of the same names."""
         return [type_coerce(c, NullType()) for c in cols]
 
     def _copy(
