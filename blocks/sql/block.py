@@ -705,6 +705,8 @@ class SqlSource(SourceBlock):
                 conn, prep.dialect, self.inflight_cap and prep.can_see_others
             )
         upper = now - timedelta(seconds=self.lag_seconds)
+        if self.inflight_cap and prep.can_see_others:  # the view of open transactions lags
+            upper = min(upper, now - dialects.INFLIGHT_VIEW_LAG.get(prep.dialect, timedelta()))
         if open_txns:
             oldest = min(start for _, start in open_txns)
             if oldest < upper:
@@ -738,6 +740,8 @@ class SqlSource(SourceBlock):
         with self._connect() as conn:
             top = conn.execute(stmt).scalar()
             conn.rollback()
+            # a view of open transactions taken after the MAX (InnoDB's is a cache)
+            time.sleep(dialects.INFLIGHT_VIEW_REFRESH_SECONDS.get(prep.dialect, 0))
             _, open_txns = dialects.clock_and_inflight(
                 conn, prep.dialect, self.inflight_cap and prep.can_see_others
             )
