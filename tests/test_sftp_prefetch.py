@@ -22,8 +22,8 @@ import blocks.sftp.block as sftp_block
 from blocks.core.errors import IngestError
 from blocks.core.source import DiscoverContext, ItemGone
 from blocks.sftp.block import SftpSource
-from flows.sftp import ingest_sftp
 from tests import sftp_server
+from tests.test_sftp import make, run  # noqa: F401 (shared helpers)
 
 DAY = date(2025, 1, 10)
 OLD = time.time() - 3600
@@ -68,25 +68,7 @@ def batches(monkeypatch) -> list[list[str]]:
     return seen
 
 
-def make(sshd, remote: Path, **kw) -> SftpSource:
-    fields = dict(
-        source_id="partner",
-        **sftp_server.login_fields(sshd, remote),
-        retries=1,
-        retry_delay_seconds=0,
-    )
-    fields.update(kw)
-    return SftpSource(**fields)
-
-
-def run(save_block, source, ledger, queue, **kw):
-    return ingest_sftp(
-        source_block=save_block(source),
-        ledger_block=save_block(ledger),
-        queue_block=save_block(queue),
-        fail_on_item_error=False,
-        **kw,
-    )
+# make() and run() are test_sftp's: the same login fields and flow call
 
 
 def landed(queue) -> dict[str, bytes]:
