@@ -79,7 +79,12 @@ else:
     @flow(name="bench-sftp", task_runner=ThreadPoolTaskRunner(max_workers=64))
     def bench():
         ledger = Ledger(database=sqlite_connector(work / "ledger.db"))
-        queue = IngestionQueue(landing_dir=str(work / "landing"), fsync=False)
+        # big file: fsync off, as measured before; small files: fsync on (the default),
+        # events per item (the default) or per batch
+        queue = IngestionQueue(
+            landing_dir=str(work / "landing"), fsync=mode != "flow",
+            event_per="batch" if mode == "flow-small-batch" else "item",
+        )
         return run_source(source, ledger, queue).counts()
 
     started = time.perf_counter()
@@ -138,7 +143,9 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=5000)
     ap.add_argument("--small-bytes", type=int, default=2048)
     ap.add_argument("--parallel", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=5, help="alternated big-file rounds")
+    ap.add_argument(
+        "--rounds", type=int, default=5, help="alternated big-file rounds (0: small files only)"
+    )
     ap.add_argument(
         "--connections",
         type=lambda v: [int(x) for x in v.split(",")],
@@ -206,30 +213,46 @@ def main() -> None:
                     assert result[0]["landed"] == 1, result[0]
                     flow_big[c].append(result)
 
-            t_ssh = statistics.median(s for s, _ in ssh_big)
-            rows.append(("big", "openssh sftp -b (median)", 1, big_mb, t_ssh, ssh_big[0][1]))
-            print("big-file rounds, MB/s: openssh", _rates(big_mb, (t for t, _ in ssh_big)))
-            for c, results in fetch_big.items():
-                _add_big_rows(rows, f"source fetch, {c} conn", results, "seconds", big_mb, t_ssh)
-            for c, results in flow_big.items():
-                _add_big_rows(rows, f"flow, {c} conn (pipeline)", results, "seconds", big_mb, t_ssh)
-                _add_big_rows(
-                    rows, f"flow, {c} conn (process)", results, "process_seconds", big_mb, t_ssh
-                )
+            if args.rounds:  # --rounds 0: small files only
+                t_ssh = statistics.median(s for s, _ in ssh_big)
+                rows.append(("big", "openssh sftp -b (median)", 1, big_mb, t_ssh, ssh_big[0][1]))
+                print("big-file rounds, MB/s: openssh", _rates(big_mb, (t for t, _ in ssh_big)))
+                for c, results in fetch_big.items():
+                    _add_big_rows(
+                        rows, f"source fetch, {c} conn", results, "seconds", big_mb, t_ssh
+                    )
+                for c, results in flow_big.items():
+                    _add_big_rows(
+                        rows, f"flow, {c} conn (pipeline)", results, "seconds", big_mb, t_ssh
+                    )
+                    _add_big_rows(
+                        rows, f"flow, {c} conn (process)", results, "process_seconds", big_mb, t_ssh
+                    )
 
             t_ref, rss_ref = openssh_get(server, key, small_dir, work / "ssh-small", "*")
             shutil.rmtree(work / "ssh-small")
-            counts, rss = ours(
-                server, key, small_dir, work / "flow-small", env, args.parallel, default_conns,
-                "flow",
-            )  # fmt: skip
-            assert counts["landed"] == args.small and counts["failed"] == 0, counts
             rows.append(("small", "openssh sftp -b", args.small, small_mb, t_ref, rss_ref))
-            rows.append(("small", "flow (pipeline)", args.small, small_mb, counts["seconds"], rss))
-            rows.append(
-                ("small", "flow (process)", args.small, small_mb, counts["process_seconds"], rss)
-            )
-            rows.append(("small", "ratio flow pipeline/openssh", t_ref / counts["seconds"]))
+            for mode, label in (
+                ("flow-small", "flow"),
+                ("flow-small-batch", "flow, event_per batch"),
+            ):
+                counts, rss = ours(
+                    server, key, small_dir, work / mode, env, args.parallel, default_conns, mode
+                )
+                assert counts["landed"] == args.small and counts["failed"] == 0, counts
+                secs = counts["seconds"]
+                rows.append(("small", f"{label} (pipeline)", args.small, small_mb, secs, rss))
+                rows.append(
+                    (
+                        "small",
+                        f"{label} (process)",
+                        args.small,
+                        small_mb,
+                        counts["process_seconds"],
+                        rss,
+                    )
+                )
+                rows.append(("small", f"ratio {label} pipeline/openssh", t_ref / secs))
     finally:
         sftp_server.stop_server(server)
         shutil.rmtree(work, ignore_errors=True)

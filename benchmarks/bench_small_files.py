@@ -2,14 +2,16 @@
 and dlt, side by side (files/s, ratios, peak RSS, and the load average while it ran).
 
 The flow runs against a Prefect test API started here (server start-up not counted), with
-a SQLite ledger, events on and fsync on (as deployed by default); `--variants` adds runs
-with events off / fsync off to show where the time goes. rclone and dlt are set up by this
-script, never as project dependencies: rclone from the Debian package (`apt-get install
-rclone`, only when run as root; otherwise skipped with the reason), dlt in its own venv
-(`--dlt-venv`, default /tmp/bench-dlt-venv, `pip install dlt[filesystem]`).
+a SQLite ledger, fsync on and the source's default max_parallel (4) and small_item_batch
+(200): once with one event per item (the default) and once with `event_per: batch`;
+`--variants` adds events off / fsync off / batches of 50 to show where the time goes.
+rclone and dlt are set up by this script, never as project dependencies: rclone from the
+Debian package (`apt-get install rclone`, only when run as root; otherwise skipped with the
+reason), dlt in its own venv (`--dlt-venv`, default /tmp/bench-dlt-venv, `pip install
+dlt[filesystem]`).
 
-    python benchmarks/bench_small_files.py [--files 10000 --bytes 1024 --batch 50]
-        [--parallel 8] [--variants] [--skip-dlt] [--skip-rclone]
+    python benchmarks/bench_small_files.py [--files 10000 --bytes 1024 --batch 200]
+        [--parallel 4] [--variants] [--skip-dlt] [--skip-rclone]
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ def bench():
         source_id="bench", directory=src, max_parallel=parallel, small_item_batch=batch
     )
     ledger = Ledger(database=sqlite_connector(ledger_path))
-    queue = IngestionQueue(landing_dir=landing, emit_events=bool(events), fsync=bool(fsync))
+    queue = IngestionQueue(
+        landing_dir=landing, emit_events=bool(events), fsync=bool(fsync),
+        event_per="batch" if events == 2 else "item",
+    )
     return run_source(source, ledger, queue).counts()
 
 started = time.perf_counter()
@@ -159,9 +164,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--bytes", type=int, default=1024)
-    parser.add_argument("--batch", type=int, default=50, help="small_item_batch")
-    parser.add_argument("--parallel", type=int, default=8, help="max_parallel")
-    parser.add_argument("--variants", action="store_true", help="also events off / fsync off")
+    parser.add_argument("--batch", type=int, default=200, help="small_item_batch (its default)")
+    parser.add_argument("--parallel", type=int, default=4, help="max_parallel (its default)")
+    parser.add_argument(
+        "--variants", action="store_true", help="also events off / fsync off / batch 50"
+    )
     parser.add_argument("--skip-dlt", action="store_true")
     parser.add_argument("--skip-rclone", action="store_true")
     parser.add_argument("--dlt-venv", default="/tmp/bench-dlt-venv")
@@ -211,16 +218,25 @@ def main() -> None:
             others.append(("dlt", secs))
             loads.append(f"after dlt {loadavg()}")
 
-        variants = [("flow", 1, 1)]
+        # (name, events: 0 off / 1 per item / 2 per batch, fsync, small_item_batch)
+        variants = [
+            ("flow", 1, 1, args.batch),
+            ("flow, event_per batch", 2, 1, args.batch),
+        ]
         if args.variants:
-            variants += [("flow, events off", 0, 1), ("flow, fsync off", 1, 0)]
+            variants += [
+                ("flow, events off", 0, 1, args.batch),
+                ("flow, fsync off", 1, 0, args.batch),
+                ("flow, event_per batch, batch 50", 2, 1, 50),
+            ]
+        flow_s: dict[str, float] = {}
         with prefect_test_harness(server_startup_timeout=300):
             env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(ROOT))
-            for name, events, fsync in variants:
+            for name, events, fsync, batch in variants:
                 work = scratch / name.replace(" ", "").replace(",", "-")
                 work.mkdir()
                 argv = [sys.executable, "-c", CHILD, str(folder), str(work / "landing")]
-                argv += [str(work / "ledger.db"), str(args.parallel), str(args.batch)]
+                argv += [str(work / "ledger.db"), str(args.parallel), str(batch)]
                 argv += [str(events), str(fsync)]
                 _, rss, out = run_child(argv, env)
                 counts = json.loads(out.strip().splitlines()[-1])
@@ -230,11 +246,11 @@ def main() -> None:
                     (label, f"{name} (process)", args.files, mb, counts["process_seconds"], rss)
                 )
                 loads.append(f"after {name} {loadavg()}")
-                if name == "flow":
-                    flow_s = counts["seconds"]
-        rows.append((label, "speed ratio flow / sha256sum+cp", ref_s / flow_s))
-        for other, secs in others:
-            rows.append((label, f"speed ratio flow / {other}", secs / flow_s))
+                flow_s[name] = counts["seconds"]
+        for name in ("flow", "flow, event_per batch"):
+            rows.append((label, f"speed ratio {name} / sha256sum+cp", ref_s / flow_s[name]))
+            for other, secs in others:
+                rows.append((label, f"speed ratio {name} / {other}", secs / flow_s[name]))
     finally:
         if not args.dir:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -60,6 +60,7 @@ from blocks.core.source import (
     SourceBlock,
 )
 from blocks.core.unpack import check_unpack_config, unpack_mode
+from pipeline.gc_freeze import long_lived_heap_frozen
 from pipeline.land_batching import BatchRecords
 from pipeline.run_trigger import current_trigger
 from pipeline.summary import RunSummary
@@ -644,23 +645,26 @@ def run_source(
     run_row = ledger.start_run(source.source_id, flow_run_id, day, trigger=current_trigger())
     clean_stale_staging(queue, source.source_id)
     try:
-        ctx = DiscoverContext(day, flow_run_id, force, ledger, source.source_id)
-        if items is None:  # listed and deduped chunk by chunk
-            listing = discover(source, ctx, force)
-            to_fetch, refused, already = listing.to_fetch, listing.refused, listing.already
-            summary.listed = listing.listed
-        else:  # an event named the items: stat exactly those, no listing
-            candidates, refused = discover_named(source, ctx, quote(list(items)))
-            summary.listed = len(candidates) + len(refused)
-            to_fetch, already = dedupe_listing(ledger, source, candidates, force)
-        summary.skipped = already
-        for outcome in refused:
-            _count(summary, outcome)
-            ledger.record_failure(
-                source.source_id, outcome.name, flow_run_id, outcome.reason, None, day
-            )
-        logger.info("%d new item(s) to fetch, %d already ingested", len(to_fetch), already)
-        _land_all(source, ledger, queue, to_fetch, day, flow_run_id, force, summary)
+        # the long-lived heap out of the GC's full collections while items are listed and
+        # landed (pipeline/gc_freeze.py)
+        with long_lived_heap_frozen():
+            ctx = DiscoverContext(day, flow_run_id, force, ledger, source.source_id)
+            if items is None:  # listed and deduped chunk by chunk
+                listing = discover(source, ctx, force)
+                to_fetch, refused, already = listing.to_fetch, listing.refused, listing.already
+                summary.listed = listing.listed
+            else:  # an event named the items: stat exactly those, no listing
+                candidates, refused = discover_named(source, ctx, quote(list(items)))
+                summary.listed = len(candidates) + len(refused)
+                to_fetch, already = dedupe_listing(ledger, source, candidates, force)
+            summary.skipped = already
+            for outcome in refused:
+                _count(summary, outcome)
+                ledger.record_failure(
+                    source.source_id, outcome.name, flow_run_id, outcome.reason, None, day
+                )
+            logger.info("%d new item(s) to fetch, %d already ingested", len(to_fetch), already)
+            _land_all(source, ledger, queue, to_fetch, day, flow_run_id, force, summary)
     except BaseException as exc:
         summary.status = "failed"
         summary.seconds = time.monotonic() - started
@@ -764,7 +768,8 @@ def _land_all(
             elif len(unit) == 1:
                 future = first_try.submit(source, ledger, queue, unit[0], *args)
             else:
-                future = land_batch.submit(source, ledger, queue, unit, *args)
+                # quoted: Prefect would walk every candidate of the list (~1 ms each batch)
+                future = land_batch.submit(source, ledger, queue, quote(unit), *args)
             pending.append((unit, future))
         if not pending:
             break

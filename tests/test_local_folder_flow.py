@@ -88,6 +88,43 @@ def test_each_file_of_a_batch_emits_its_event_with_the_run_context(
         assert roles.get("task-run", "").startswith("prefect.task-run."), event["related"]
 
 
+def test_event_per_batch_emits_one_event_per_landing_batch(
+    save_block, sqlite_ledger, queue, inbox
+) -> None:
+    """`event_per: batch`: one `ingest.items.landed` per land-batch (listing every item's
+    payload), a big item a batch of one, and no per-item event."""
+    sid = "batchevents"
+    for i in range(12):
+        write(inbox / f"f{i:02d}.csv", f"{i}\n")
+    big = write(inbox / "zbig.bin", os.urandom(1024 * 1024 + 1))  # above SMALL_ITEM_BYTES
+    source = LocalFolderSource(
+        source_id=sid, directory=str(inbox), max_parallel=2, small_item_batch=6
+    )
+    queue.event_per = "batch"
+    state = run(save_block, sqlite_ledger, queue, source)
+    assert counts(state)["landed"] == 13
+    deadline = time.monotonic() + 30
+    while sum(e["payload"]["count"] for e in source_events("ingest.items.landed", sid)) < 13:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    found = source_events("ingest.items.landed", sid)
+    assert sorted(e["payload"]["count"] for e in found) == [1, 6, 6]
+    items = [item for e in found for item in e["payload"]["items"]]
+    assert sorted(i["name"] for i in items) == [f"f{i:02d}.csv" for i in range(12)] + ["zbig.bin"]
+    for event in found:
+        assert event["payload"]["count"] == len(event["payload"]["items"])
+        roles = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in event["related"]}
+        assert roles.get("flow-run") == f"prefect.flow-run.{state.state_details.flow_run_id}"
+    for item in items:  # each item's payload as its own event would carry it
+        landed = Path(item["landed_path"])
+        assert hashlib.sha256(landed.read_bytes()).hexdigest() == item["sha256"]
+        assert item["size"] == landed.stat().st_size
+    assert Path(next(i for i in items if i["name"] == "zbig.bin")["landed_path"]).read_bytes() == (
+        big.read_bytes()
+    )
+    assert source_events("ingest.item.landed", sid, timeout=2) == []
+
+
 def test_lands_new_files_once_and_rerun_lands_nothing(save_block, ledger, queue, inbox) -> None:
     write(inbox / "a.csv", "1,2\n")
     write(inbox / "b.csv", "3,4\n")

@@ -8,14 +8,14 @@ import os
 import uuid
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from blocks.core.defaults import default_landing_dir
 from blocks.core.errors import ConfigError, IngestError
-from blocks.core.events import emit_source_event
+from blocks.core.events import ITEM_LANDED, emit_items_landed, emit_source_event
 from blocks.core.landing_store import LandingStore, is_object_uri, load_landing_store
 from blocks.core.ledger import LandedRecord, QueueMessage
 from blocks.core.logos import code_example, logo_url
@@ -116,7 +116,21 @@ class IngestionQueue(Block):
     )
     emit_events: bool = Field(
         default=True,
-        description="Emit a Prefect event 'ingest.item.landed' for each landed item.",
+        description=(
+            "Emit Prefect events for landed items ('ingest.item.landed' or, with event_per "
+            "'batch', 'ingest.items.landed')."
+        ),
+    )
+    event_per: Literal["item", "batch"] = Field(
+        default="item",
+        description=(
+            "'item': one 'ingest.item.landed' event per landed item (what the process-item "
+            "deployment triggers on). 'batch': one 'ingest.items.landed' event per landing "
+            "batch (up to the source's small_item_batch items; a big item is a batch of "
+            "one), its payload {count, items: [each item's payload]}. For sources landing "
+            "thousands of small files a run: a Prefect server spends ~2 ms of CPU on each "
+            "event, the flow ~0.5 ms. Per-item downstream_deployment runs are unchanged."
+        ),
     )
 
     _store: Any = PrivateAttr(default=None)  # the loaded landing bucket, if any
@@ -296,10 +310,20 @@ class IngestionQueue(Block):
             payload=payload,
         )
 
-    def announce(self, message: QueueMessage) -> None:
-        """Emit the landed event and start the downstream deployment, if configured."""
-        if self.emit_events:
-            emit_source_event("ingest.item.landed", message.source, message.payload)
+    @property
+    def events_per_batch(self) -> bool:
+        """True if landed items are announced by one event per batch (`event_per`)."""
+        return self.emit_events and self.event_per == "batch"
+
+    def announce(self, message: QueueMessage, event: bool = True) -> None:
+        """Emit the landed event and start the downstream deployment, if configured.
+
+        `event=False`: the caller emits the event for a whole batch (`announce_batch`)."""
+        if event and self.emit_events:
+            if self.event_per == "batch":
+                emit_items_landed(message.source, [message.payload])
+            else:
+                emit_source_event(ITEM_LANDED, message.source, message.payload)
         if self.downstream_deployment:
             from prefect.deployments import run_deployment
 
@@ -311,6 +335,12 @@ class IngestionQueue(Block):
                 # Same message, same key: a retried hand-off starts no second run.
                 idempotency_key=f"ingest-{message.message_id}",
             )
+
+    def announce_batch(self, messages: list[QueueMessage]) -> None:
+        """Emit the `ingest.items.landed` event(s) of a landing batch (`event_per` 'batch');
+        each message was `announce`d with `event=False`."""
+        if self.events_per_batch and messages:
+            emit_items_landed(messages[0].source, [m.payload for m in messages])
 
 
 def _link_no_clobber(src: Path, dst: Path) -> bool:

@@ -174,7 +174,7 @@ class SourceBlock(Block):
     )
     max_parallel: int = Field(default=4, ge=1, le=64, description="Items fetched at the same time.")
     small_item_batch: int = Field(
-        default=50,
+        default=200,
         ge=1,
         le=1000,
         description=(
