@@ -309,7 +309,8 @@ CASES = [
         "ingestion-queue",
         B.IngestionQueue,
         {"Landing Dir": "/data/landing"},
-        {"landing_dir": "/data/landing"},
+        {"landing_dir": "/data/landing", "event_per": "batch"},
+        selects={"Event Per": "batch"},
     ),
     Case(
         "ingest-webhook-endpoint",
