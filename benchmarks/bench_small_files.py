@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from child_rss import run_child  # noqa: E402
+from child_rss import run_child, wait_for_quiet_children  # noqa: E402
 from report import print_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,6 +238,8 @@ def main() -> None:
                 argv = [sys.executable, "-c", CHILD, str(folder), str(work / "landing")]
                 argv += [str(work / "ledger.db"), str(args.parallel), str(batch)]
                 argv += [str(events), str(fsync)]
+                waited = wait_for_quiet_children()  # the last variant's events stored
+                print(f"  (waited {waited:.0f} s for the Prefect server to go idle)", flush=True)
                 _, rss, out = run_child(argv, env)
                 counts = json.loads(out.strip().splitlines()[-1])
                 assert counts["landed"] == args.files, counts
