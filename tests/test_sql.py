@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from blocks import IngestionQueue, Ledger, QueueConsumer
-from blocks.core.errors import ConfigError, LedgerError
+from blocks.core.errors import ConfigError, LedgerError, PermanentError
 from blocks.core.source import Candidate
 from blocks.sql.block import SqlSource, Window
 from flows.sql import ingest_sql
@@ -616,7 +616,8 @@ AWKWARD_ROWS = [
         dt6="2026-03-04 05:06:07.123456",
         y=0,
     ),  # fmt: skip
-    # zero and invalid-in-date values: the driver reads them as None (an empty field)
+    # zero and invalid-in-date values: both drivers read the server's text (mysqlclient's
+    # own converter said None: an empty field, only when mysqlclient was installed)
     dict(
         id=6,
         dt6="0000-00-00 00:00:00",
@@ -698,6 +699,45 @@ def test_mariadb_csv_lines_equal_the_row_path(my_source, driver) -> None:
         assert verdict == expected, fields
         assert got.count(b"\n") >= 5 and b"\\x00ff0a2c22" in got  # the data is there
         assert got == want, (fields, got, want)
+
+
+def test_mariadb_drivers_write_the_same_bytes_zero_dates_kept(my_source) -> None:
+    """mysqlclient and pymysql land the same bytes, on the line path and the row path,
+    CSV and JSONL: zero and invalid dates (`0000-00-00`, `2026-00-10 00:00:00`) are the
+    server's text with both. Before, mysqlclient (picked by `auto` whenever installed)
+    read them as None and landed an empty field / null where pymysql kept the value."""
+    _awkward_table(my_source, "zd", AWKWARD_ROWS)
+    outputs = {}
+    for driver in ("mysqlclient", "pymysql"):
+        for fmt in ("csv", "jsonl"):
+            for row_path in (False, True) if fmt == "csv" else (True,):
+                source = SqlSource(
+                    source_id="zd", database=my_source.connector(), retries=0, table="zd",
+                    primary_key=["id"], chunk_size=2, mysql_driver=driver, output_format=fmt,
+                )  # fmt: skip
+                try:
+                    outputs[driver, fmt, row_path] = _fetch(source, row_path=row_path)[0]
+                finally:
+                    source.close()
+    for fmt, row_path in (("csv", False), ("csv", True), ("jsonl", True)):
+        got = outputs["mysqlclient", fmt, row_path]
+        assert got == outputs["pymysql", fmt, row_path], (fmt, row_path)
+        for text_ in (b"0000-00-00 00:00:00", b"2026-00-10 00:00:00", b"0000-00-00"):
+            assert text_ in got, (fmt, row_path, text_)
+    assert outputs["mysqlclient", "csv", False] == outputs["mysqlclient", "csv", True]
+    # Parquet has no zero date: the run fails naming the column and the value, with
+    # either driver (mysqlclient used to write null there)
+    for driver in ("mysqlclient", "pymysql"):
+        source = SqlSource(
+            source_id="zd", database=my_source.connector(), retries=0, table="zd",
+            primary_key=["id"], columns=["id", "da"], mysql_driver=driver,
+            output_format="parquet",
+        )  # fmt: skip
+        try:
+            with pytest.raises(PermanentError, match=r"column 'da': '0000-00-00' cannot be"):
+                _fetch(source, row_path=True)
+        finally:
+            source.close()
 
 
 def test_mariadb_csv_lines_single_column_and_fallback_types(my_source) -> None:
@@ -929,7 +969,8 @@ def test_pg_no_key_table_lands_the_keyed_bytes(fmt) -> None:
     uuid, inet/cidr, money, enum, control characters, bool, bit, ranges. Before, the keyless
     cursor read SQLAlchemy rows of the reflected table: an enum array was parsed into a list
     (JSON `["happy", "sad"]`, keyed `{happy,sad}`) and a range re-built as SQLAlchemy's
-    Range (`[1,5)`, keyed psycopg2's `[1, 5)`)."""
+    Range (`[1,5)`, keyed then psycopg2's `[1, 5)`; both now PostgreSQL's `[1,5)`,
+    `blocks/sql/pg_ranges.py`)."""
     with throwaway_database("postgres", "pgnokey") as name:
         engine = create_engine(f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}")
         db = SourceDb("postgres", name, engine)
@@ -971,7 +1012,7 @@ def test_pg_no_key_table_lands_the_keyed_bytes(fmt) -> None:
             for fields in (dict(table="nk_plain"), dict(query="SELECT * FROM nk_plain")):
                 assert extract(full, **fields) == want, fields
             if fmt == "csv":  # the driver's values, as the keyed chunks read them
-                assert b'"{happy,sad,""a,b""}"' in want and b'"[1, 5)"' in want
+                assert b'"{happy,sad,""a,b""}"' in want and b'"[1,5)"' in want  # COPY's text
                 assert b"2026-03-28 19:45:00.123456+00:00" in want  # in UTC, not +05:45
                 assert b"12345678901234567890.123456789012345678901234567890" in want
             elif fmt == "parquet":
@@ -985,5 +1026,86 @@ def test_pg_no_key_table_lands_the_keyed_bytes(fmt) -> None:
             got_keyed = extract(window, table="nk_keyed", primary_key=["id"], **inc)
             assert got_keyed and got_keyed != want  # ids 5 (9999) and 6 (NULL) left out
             assert extract(window, table="nk_plain", **inc) == got_keyed
+        finally:
+            engine.dispose()
+
+
+# ------------------------------------------- PostgreSQL ranges: the row path writes COPY's text
+PG_RANGE_COLUMNS = (
+    "id int PRIMARY KEY, r int4range, r8 int8range, nr numrange, tr tsrange, tzr tstzrange, "
+    "dr daterange, ra int4range[]"
+)
+PG_RANGE_ROWS = [
+    "1, '[1,5)', '[-9223372036854775808,0)', '(1.5,2.25]', "
+    "'[2026-01-01 00:00,2026-01-02 00:00:00.5)', '[2026-01-01 00:00+02,)', "
+    "'[2026-01-01,2026-02-01)', ARRAY['[1,5)'::int4range, 'empty', '(,3]']",
+    "2, 'empty', '(,)', '(,)', '(,\"2026-01-01 10:00:00.5\")', '(,)', '[,2026-01-01)', '{}'",
+    "3, '(,3]', '[5,)', 'empty', 'empty', '[-infinity,infinity]', '[-infinity,)', NULL",
+    "4" + ", NULL" * 7,
+]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_pg_ranges_are_written_as_copy_writes_them(fmt) -> None:
+    """The built-in range types (and arrays of them) land as PostgreSQL's own text on the
+    row path (CSV without COPY, JSONL, Parquet), as COPY lands them: `(,3]`, `[1,5)`,
+    `empty`. Before, psycopg2's Range objects were printed: `(None, 4)`, `[1, 5)`, and a
+    timestamp bound in Python's form (`[2026-01-01 00:00:00+00:00, None)`), which
+    PostgreSQL cannot read back."""
+    import csv
+    import json
+
+    with throwaway_database("postgres", "pgranges") as name:
+        engine = create_engine(f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}")
+        db = SourceDb("postgres", name, engine)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"CREATE TABLE rg ({PG_RANGE_COLUMNS})")
+                for row in PG_RANGE_ROWS:
+                    conn.exec_driver_sql(f"INSERT INTO rg VALUES ({row})")
+
+            def extract(output_format: str, use_copy: bool) -> bytes:
+                source = SqlSource(
+                    source_id="rg", database=db.connector(), retries=0, table="rg",
+                    primary_key=["id"], output_format=output_format, use_copy=use_copy,
+                    chunk_size=2,
+                )  # fmt: skip
+                out = io.BytesIO()
+                try:
+                    path = source._extraction_path(source._prepare())
+                    assert path == ("copy" if use_copy else "rows"), path
+                    source.fetch(Candidate(name=f"rg.{output_format}", ref=Window("full")), out)
+                finally:
+                    source.close()
+                return out.getvalue()
+
+            copied = list(csv.reader(io.StringIO(extract("csv", True).decode())))
+            header, copy_rows = copied[0], copied[1:]
+            scalars = header[1:-1]  # r .. dr; `ra` is an array (JSON on the row path)
+            want = [dict(zip(header, row, strict=True)) for row in copy_rows]
+            assert want[0]["r"] == "[1,5)" and want[2]["r"] == "(,4)" and want[1]["r8"] == "(,)"
+            assert want[0]["tzr"] == '["2025-12-31 22:00:00+00",)'  # the session's UTC
+            if fmt == "csv":
+                got = list(csv.reader(io.StringIO(extract("csv", False).decode())))
+                assert got[0] == header
+                rows = [dict(zip(header, row, strict=True)) for row in got[1:]]
+                assert [{c: r[c] for c in scalars} for r in rows] == [
+                    {c: r[c] for c in scalars} for r in want
+                ]
+                arrays = [r["ra"] for r in rows]
+            elif fmt == "jsonl":
+                lines = extract("jsonl", False).decode().splitlines()
+                rows = [json.loads(line) for line in lines]
+                for got_row, want_row in zip(rows, want, strict=True):
+                    for c in scalars:
+                        assert got_row[c] == (want_row[c] or None), (c, got_row[c], want_row[c])
+                arrays = [json.dumps(r["ra"]) if r["ra"] is not None else "" for r in rows]
+            else:
+                table = pq.read_table(io.BytesIO(extract("parquet", False)))
+                for c in scalars:
+                    assert table[c].to_pylist() == [w[c] or None for w in want], c
+                arrays = [v or "" for v in table["ra"].to_pylist()]  # JSON text already
+            assert json.loads(arrays[0]) == ["[1,5)", "empty", "(,4)"]
+            assert json.loads(arrays[1]) == [] and arrays[3] == ""
         finally:
             engine.dispose()

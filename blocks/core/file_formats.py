@@ -31,6 +31,8 @@ from decimal import Decimal
 from itertools import chain
 from typing import Any, BinaryIO, Literal
 
+from blocks.core.errors import PermanentError
+
 OutputFormat = Literal["csv", "jsonl", "parquet"]
 EXTENSIONS: dict[str, str] = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}
 
@@ -210,12 +212,33 @@ class ParquetWriter(RowWriter):
         arrays = []
         for i, fld in enumerate(self._schema):
             values = [self._arrow_value(row[i], fld.type) for row in rows]
-            arrays.append(pa.array(values, type=fld.type))
+            try:
+                arrays.append(pa.array(values, type=fld.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise self._unwritable(fld, values, exc) from exc
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         self.rows += len(rows)
 
     def close(self) -> None:
         self._writer.close()
+
+    def _unwritable(self, fld: Any, values: list[Any], exc: Exception) -> PermanentError:
+        """The error naming the column and the first value its Parquet type cannot hold
+        (a MySQL zero date `0000-00-00` in a DATE column, say): the run fails, nothing
+        is written as null in its place."""
+        for value in values:
+            try:
+                self._pa.array([value], type=fld.type)
+            except (self._pa.ArrowInvalid, self._pa.ArrowTypeError):
+                shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+                break
+        else:
+            shown = "a value"
+        return PermanentError(
+            f"column {fld.name!r}: {shown} cannot be written as Parquet {fld.type} ({exc}); "
+            "output_format csv or jsonl lands such values as the database's text, or "
+            "cast the column in a query"
+        )
 
     def _arrow_value(self, value: Any, typ: Any) -> Any:
         if value is None:

@@ -73,6 +73,7 @@ from blocks.core.write_behind import ThreadedSink
 from blocks.sql import arrow_copy, mysql_csv, mysql_driver, parallel_copy
 from blocks.sql import dialects as dialects
 from blocks.sql import watermark as wm
+from blocks.sql.pg_ranges import register_range_text
 
 UTC = UTC
 _WHERE = "SqlSource"
@@ -414,7 +415,10 @@ class SqlSource(SourceBlock):
         engine = mysql_driver.choose(self.database, self.mysql_driver, f"{_WHERE}.mysql_driver")
         setup = dialects.session_setup(engine.dialect.name)
         if setup and engine not in _SET_UP:
-            event.listen(engine, "connect", _session_hook(setup))
+            ranges = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg2"
+            event.listen(
+                engine, "connect", _session_hook(setup, register_range_text if ranges else None)
+            )
             _SET_UP.add(engine)
             engine.dispose()  # connections made before the hook would miss the setup
         return engine
@@ -986,8 +990,8 @@ class SqlSource(SourceBlock):
         of day (`-838:59:59` read `01:00:01`), SET to a Python set (printed in hash order),
         MySQL's JSON parsed and re-printed, BIT to an int. PostgreSQL: an enum array (text
         `{happy,sad}` to psycopg2) split into a list (written as JSON `["happy", "sad"]`),
-        ranges re-built as SQLAlchemy's Range (`[1,5)`, psycopg2's own `[1, 5)`). No CAST:
-        the SQL only gains column labels of the same names."""
+        ranges re-built as SQLAlchemy's Range (the driver gives PostgreSQL's text,
+        `pg_ranges`). No CAST: the SQL only gains column labels of the same names."""
         return [type_coerce(c, NullType()) for c in cols]
 
     def _copy(
@@ -1215,8 +1219,12 @@ class _BoundaryAhead:
 _SET_UP: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-def _session_hook(sql: str) -> Callable[[Any, Any], None]:
+def _session_hook(
+    sql: str, prepare: Callable[[Any], None] | None = None
+) -> Callable[[Any, Any], None]:
     def hook(dbapi_conn: Any, _record: Any) -> None:
+        if prepare is not None:
+            prepare(dbapi_conn)
         cur = dbapi_conn.cursor()
         cur.execute(sql)
         cur.close()

@@ -15,8 +15,8 @@ paths on awkward values):
 - integers, DECIMAL with at most 6 decimals, DATE: the server's text (= `str()` of the
   driver's value). ZEROFILL numbers and YEAR as `x + 0` (the driver's int drops the zeros).
 - DATETIME/TIMESTAMP: `YYYY-MM-DD HH:MM:SS` and `.ffffff` (6 digits) only when the
-  microseconds are not 0, as `str(datetime)`; zero or invalid dates are empty (mysqlclient
-  reads them as None) or the server's text (pymysql hands that back).
+  microseconds are not 0, as `str(datetime)`; zero or invalid dates are the server's text
+  (both drivers hand that back: `mysql_driver._conversions`).
 - TIME: as `str(timedelta)` (`-1 day, 23:59:59`, hours not padded).
 - binary strings (BINARY, VARBINARY, BLOB): `\\x` + lowercase hex.
 
@@ -109,7 +109,7 @@ def _valid_date(col: Any) -> Any:
     return and_(func.year(col) > 0, func.dayofweek(col).is_not(None))
 
 
-def _datetime_text(col: Any, scale: int, invalid_as_text: bool) -> Any:
+def _datetime_text(col: Any, scale: int) -> Any:
     """`str(datetime)`: 6 fractional digits, only when the microseconds are not 0. (The
     column's own text inside CONCAT is the cheapest form; CAST AS CHAR costs ~2x.)"""
     if scale <= 0:
@@ -120,7 +120,7 @@ def _datetime_text(col: Any, scale: int, invalid_as_text: bool) -> Any:
             (func.microsecond(col) == 0, func.left(col, literal_column("19"))),
             else_=func.concat(six),
         )
-    return case((_valid_date(col), text), else_=col if invalid_as_text else None)
+    return case((_valid_date(col), text), else_=col)  # invalid: the server's text
 
 
 def _time_text(col: Any) -> Any:
@@ -156,10 +156,9 @@ def _time_text(col: Any) -> Any:
     return case((col.is_(None), None), else_=text)
 
 
-def _field(col: Any, code: int, scale: Any, flags: int, charset: str, pymysql: bool) -> Any:
+def _field(col: Any, code: int, scale: Any, flags: int, charset: str) -> Any:
     """The CSV field text of one column (NULL stays NULL), or a str: why not possible.
-    Dates Python cannot hold are None through mysqlclient, the server's text through
-    pymysql (`pymysql`)."""
+    Dates Python cannot hold are the server's text, as both drivers read them."""
     if code in _INTEGERS or code in _DECIMALS:
         if code in _DECIMALS and not (isinstance(scale, int) and 0 <= scale <= _MAX_DIGITS):
             return f"DECIMAL with {scale} decimals"
@@ -167,9 +166,9 @@ def _field(col: Any, code: int, scale: Any, flags: int, charset: str, pymysql: b
     if code == _YEAR:
         return col + literal_column("0")
     if code in _DATES:
-        return case((_valid_date(col), col), else_=col if pymysql else None)
+        return col  # a valid date's text is str(date); an invalid one stays the text
     if code in _DATETIMES:
-        return _datetime_text(col, scale if isinstance(scale, int) else 6, pymysql)
+        return _datetime_text(col, scale if isinstance(scale, int) else 6)
     if code == _TIME:
         return _quoted(_time_text(col))
     if code == _NULL:
@@ -219,7 +218,7 @@ def plan(
         names, cols, descriptions, flags, charsets, strict=True
     ):
         scale = desc[5] if len(desc) > 5 else None
-        got = _field(col, desc[1], scale, flag, charset, driver == "pymysql")
+        got = _field(col, desc[1], scale, flag, charset)
         if isinstance(got, str):
             return LinePlan(None, f"column {name!r} is {got}")
         fields.append(got if flag & _NOT_NULL and got is col else func.coalesce(got, _lit("")))

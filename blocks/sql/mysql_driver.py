@@ -28,7 +28,10 @@ def mysqlclient_available() -> bool:
 def _conversions() -> dict:
     """mysqlclient's converters with DATETIME/TIMESTAMP/DATE parsed by the C
     `fromisoformat` (its own parse them in Python, ~10x slower per cell); whatever that
-    refuses (zero dates) goes to mysqlclient's own converter, so values are unchanged."""
+    refuses goes to mysqlclient's own converter, and what that refuses too (zero or
+    invalid dates: `0000-00-00`, `2026-00-10`) stays the server's text, as pymysql hands it
+    back. mysqlclient's own converter says None there: a NOT NULL zero date would land as
+    an empty field, and only when mysqlclient happened to be installed."""
     from datetime import date, datetime
 
     from MySQLdb import converters, times
@@ -38,13 +41,13 @@ def _conversions() -> dict:
         try:
             return datetime.fromisoformat(text)
         except ValueError:
-            return times.DateTime_or_None(text)
+            return times.DateTime_or_None(text) or text
 
     def day(text: str) -> Any:
         try:
             return date.fromisoformat(text)
         except ValueError:
-            return times.Date_or_None(text)
+            return times.Date_or_None(text) or text
 
     conv = dict(converters.conversions)
     conv[FIELD_TYPE.DATETIME] = conv[FIELD_TYPE.TIMESTAMP] = date_time
