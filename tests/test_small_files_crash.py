@@ -36,12 +36,13 @@ def content(i: int) -> bytes:
     return (f"row {i}\n".encode() * 200)[:1024]
 
 
-def spawn(work: Path) -> subprocess.Popen:
+def spawn(work: Path, event_per: str = "item") -> subprocess.Popen:
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()}
     argv = [sys.executable, str(ROOT / "tests/small_files_subprocess.py")]
     argv += [str(work / "ledger.db"), str(work / "landing"), str(work / "inbox"), str(BATCH)]
+    argv += [event_per]
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -87,8 +88,13 @@ def check_rows_have_files(work: Path) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(kills=st.lists(st.tuples(st.integers(0, FILES), st.floats(0, 0.3)), min_size=1, max_size=2))
-def test_killed_batches_land_each_small_file_once(prefect_api, tmp_path_factory, kills) -> None:
+@given(
+    kills=st.lists(st.tuples(st.integers(0, FILES), st.floats(0, 0.3)), min_size=1, max_size=2),
+    event_per=st.sampled_from(["item", "batch"]),  # the queue's events: same guarantees
+)
+def test_killed_batches_land_each_small_file_once(
+    prefect_api, tmp_path_factory, kills, event_per
+) -> None:
     work = tmp_path_factory.mktemp("smallkill")
     inbox = work / "inbox"
     inbox.mkdir()
@@ -100,7 +106,7 @@ def test_killed_batches_land_each_small_file_once(prefect_api, tmp_path_factory,
         os.utime(inbox / name, (old, old))
 
     for at_files, extra in kills:  # kill once the landing folder holds `at_files` files
-        proc = spawn(work)
+        proc = spawn(work, event_per)
         try:
             deadline = time.time() + 300
             while proc.poll() is None and landed_count(work) < at_files:
@@ -113,7 +119,7 @@ def test_killed_batches_land_each_small_file_once(prefect_api, tmp_path_factory,
         check_rows_have_files(work)
         print(f"killed at {landed_count(work)} landed files", file=sys.stderr, flush=True)
 
-    proc = spawn(work)
+    proc = spawn(work, event_per)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()[-3000:]
     final = json.loads(out.decode().strip().splitlines()[-1])
