@@ -542,35 +542,34 @@ def test_a_document_saved_under_the_old_key_still_loads(ui: UI):
 RUN_FLOW = """
 import json, sys
 from flows.local_folder import ingest_local_folder
+name = sys.argv[1]
 state = ingest_local_folder(
-    source_block="ui-run", ledger_block="ui-run-ledger", queue_block="ui-run-landing",
+    source_block=name, ledger_block=name + "-ledger", queue_block=name + "-landing",
     return_state=True,
 )
 print(json.dumps({"completed": state.is_completed(), "id": str(state.state_details.flow_run_id)}))
 """
 
 
-def test_a_finished_run_shows_its_summary_table(ui: UI, tmp_path):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for n in ("a.csv", "b.csv"):
-        (inbox / n).write_text(n)
-    B.LocalFolderSource(source_id="ui-run", directory=str(inbox), pattern="*.csv").save(
-        "ui-run", overwrite=True, _sync=True
-    )
+def run_local_folder_flow(
+    ui: UI, tmp_path: Path, source: Any, name: str, **queue_fields: Any
+) -> dict:
+    """Save `source`, a SQLite ledger and a landing queue as `name`, `name-ledger` and
+    `name-landing`, run the local folder flow on them in its own process (the flow engine
+    must not run inside Playwright's event loop) and return {completed, id}."""
+    source.save(name, overwrite=True, _sync=True)
     B.Ledger(
         database=SqlAlchemyConnector(
             connection_info=ConnectionComponents(
                 driver=SyncDriver.SQLITE_PYSQLITE, database=str(tmp_path / "ledger.db")
             )
         )
-    ).save("ui-run-ledger", overwrite=True, _sync=True)
-    B.IngestionQueue(landing_dir=str(tmp_path / "landing"), fsync=False).save(
-        "ui-run-landing", overwrite=True, _sync=True
+    ).save(f"{name}-ledger", overwrite=True, _sync=True)
+    B.IngestionQueue(landing_dir=str(tmp_path / "landing"), fsync=False, **queue_fields).save(
+        f"{name}-landing", overwrite=True, _sync=True
     )
-    # its own process: the flow engine must not run inside Playwright's event loop
     out = subprocess.run(
-        [sys.executable, "-c", RUN_FLOW],
+        [sys.executable, "-c", RUN_FLOW, name],
         cwd=ROOT,
         env=ui.env.vars,
         capture_output=True,
@@ -580,6 +579,16 @@ def test_a_finished_run_shows_its_summary_table(ui: UI, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     run = json.loads(out.stdout.strip().splitlines()[-1])
     assert run["completed"], out.stderr[-3000:]
+    return run
+
+
+def test_a_finished_run_shows_its_summary_table(ui: UI, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for n in ("a.csv", "b.csv"):
+        (inbox / n).write_text(n)
+    source = B.LocalFolderSource(source_id="ui-run", directory=str(inbox), pattern="*.csv")
+    run = run_local_folder_flow(ui, tmp_path, source, "ui-run")
     page = ui.page()
     try:
         # run page -> Artifacts tab -> the summary's card -> its newest version: the table
@@ -605,30 +614,10 @@ def test_a_batch_event_shows_in_the_event_feed_with_its_items(ui: UI, tmp_path):
     names = [f"batch-{i}.csv" for i in range(3)]
     for n in names:
         (inbox / n).write_text(n)
-    B.LocalFolderSource(  # one worker: the three files form one land-batch
+    source = B.LocalFolderSource(  # one worker: the three files form one land-batch
         source_id="ui-batch", directory=str(inbox), pattern="*.csv", max_parallel=1
-    ).save("ui-batch", overwrite=True, _sync=True)
-    B.Ledger(
-        database=SqlAlchemyConnector(
-            connection_info=ConnectionComponents(
-                driver=SyncDriver.SQLITE_PYSQLITE, database=str(tmp_path / "ledger.db")
-            )
-        )
-    ).save("ui-batch-ledger", overwrite=True, _sync=True)
-    B.IngestionQueue(landing_dir=str(tmp_path / "landing"), fsync=False, event_per="batch").save(
-        "ui-batch-landing", overwrite=True, _sync=True
     )
-    script = RUN_FLOW.replace('"ui-run', '"ui-batch')
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=ui.env.vars,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1])["completed"], out.stderr[-3000:]
+    run_local_folder_flow(ui, tmp_path, source, "ui-batch", event_per="batch")
     # stored by the server's event persister (it flushes every few seconds)
     (event,) = source_events("ingest.items.landed", "ui-batch", timeout=60)
     assert event["payload"]["count"] == 3, event

@@ -47,10 +47,7 @@ def batch_payloads(
         yield {"count": len(chunk), "items": chunk}
 
 
-def emit_items_landed(source_id: str, items: list[dict[str, Any]]) -> int:
-    """Emit `ingest.items.landed` for a batch of landed items; the number of events."""
-    sent = 0
+def emit_items_landed(source_id: str, items: list[dict[str, Any]]) -> None:
+    """Emit `ingest.items.landed` for a batch of landed items."""
     for payload in batch_payloads(items):
         emit_source_event(ITEMS_LANDED, source_id, payload)
-        sent += 1
-    return sent

@@ -319,11 +319,10 @@ class IngestionQueue(Block):
         """Emit the landed event and start the downstream deployment, if configured.
 
         `event=False`: the caller emits the event for a whole batch (`announce_batch`)."""
-        if event and self.emit_events:
-            if self.event_per == "batch":
-                emit_items_landed(message.source, [message.payload])
-            else:
-                emit_source_event(ITEM_LANDED, message.source, message.payload)
+        if event and self.events_per_batch:
+            self.announce_batch([message])
+        elif event and self.emit_events:
+            emit_source_event(ITEM_LANDED, message.source, message.payload)
         if self.downstream_deployment:
             from prefect.deployments import run_deployment
 

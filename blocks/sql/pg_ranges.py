@@ -10,6 +10,7 @@ and for their arrays instead (each element that text), the bytes COPY gives them
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 # type name: (oid, array oid), from pg_type (fixed for built-in types)
@@ -27,9 +28,9 @@ def _as_text(value: str | None, _cursor: Any) -> str | None:
     return value
 
 
-def register_range_text(dbapi_conn: Any) -> None:
-    """Make one psycopg2 connection return the built-in ranges (and arrays of them) as
-    the server's text."""
+@cache
+def _range_text_types() -> tuple[Any, Any]:
+    """The psycopg2 typecasters (ranges, arrays of ranges), built once per process."""
     from psycopg2 import extensions
 
     scalar = extensions.new_type(
@@ -38,5 +39,13 @@ def register_range_text(dbapi_conn: Any) -> None:
     array = extensions.new_array_type(
         tuple(array for _, array in RANGE_OIDS.values()), "INGEST_RANGE_TEXT_ARRAY", scalar
     )
-    extensions.register_type(scalar, dbapi_conn)
-    extensions.register_type(array, dbapi_conn)
+    return scalar, array
+
+
+def register_range_text(dbapi_conn: Any) -> None:
+    """Make one psycopg2 connection return the built-in ranges (and arrays of them) as
+    the server's text."""
+    from psycopg2 import extensions
+
+    for caster in _range_text_types():
+        extensions.register_type(caster, dbapi_conn)
