@@ -12,11 +12,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import random
 import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from blocks import IngestionQueue, Ledger, QueueConsumer
@@ -225,3 +229,70 @@ def test_a_range_failing_mid_way_fails_the_run(
     counts(run(save_block, sqlite_ledger, queue, source))
     assert delivered_ids(sqlite_ledger, source.source_id) == list(range(1, 20001))
     assert sqlite_ledger.get_state(source.source_id, "watermark")["through"] == 20000
+
+
+# ------------------------------------------------------------ range hand-over (no server)
+@settings(max_examples=300, deadline=None)
+@given(
+    ranges=st.lists(
+        st.lists(st.tuples(st.binary(min_size=1, max_size=40), st.integers(0, 3)), max_size=12),
+        min_size=1,
+        max_size=5,
+    ),
+    drain_chunk=st.integers(1, 64),
+)
+def test_ranges_reach_the_sink_in_order_whatever_the_interleaving(ranges, drain_chunk):
+    """Each range writes its blocks with random yields between them (so ranges end in any
+    order, and a range keeps writing while its spill is appended): the sink holds the
+    ranges' bytes in range order, each once."""
+    sink = io.BytesIO()
+    outputs = [parallel_copy._RangeOutput(sink, direct=i == 0) for i in range(len(ranges))]
+
+    async def produce(blocks, out) -> int:
+        for block, yields in blocks:
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            out.write(block)
+        return len(blocks)
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(produce(b, o)) for b, o in zip(ranges, outputs, strict=True)]
+        await asyncio.gather(*tasks, parallel_copy._in_order(tasks, outputs))
+
+    real = parallel_copy._COPY_BUFFER
+    parallel_copy._COPY_BUFFER = drain_chunk  # many drain steps: the spill grows between them
+    try:
+        asyncio.run(main())
+    finally:
+        parallel_copy._COPY_BUFFER = real
+        for out in outputs:
+            out.close()
+    assert sink.getvalue() == b"".join(block for blocks in ranges for block, _ in blocks)
+
+
+def test_a_range_still_reading_is_followed_then_written_straight(pg_source, tmp_path):
+    """300,000 rows in 2 and 3 ranges: the later ranges' spills are appended while those
+    ranges still read (drained 4 KiB a step, so the ranges outrun the hand-over), and the
+    file is still byte for byte the single-stream file."""
+    pg_source.run(
+        "DROP TABLE IF EXISTS par_big",
+        "CREATE TABLE par_big (id bigint PRIMARY KEY, ts timestamptz, note text)",
+        "INSERT INTO par_big SELECT g, timestamptz '2026-01-01' + g * interval '1 ms', "
+        "repeat('x', g % 7) FROM generate_series(1, 300000) g",
+    )
+    full = Window("full")
+    one = extract(block(pg_source, "par_big"), tmp_path, full)
+    followed: list[bool] = []
+    real_follow = parallel_copy._RangeOutput.follow
+
+    async def spy(self) -> None:
+        await real_follow(self)
+        followed.append(self._written > 0)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parallel_copy, "_COPY_BUFFER", 4096)
+        patch.setattr(parallel_copy._RangeOutput, "follow", spy)
+        for streams in (2, 3):
+            many = extract(block(pg_source, "par_big", parallel_streams=streams), tmp_path, full)
+            assert many == one, streams
+    assert len(followed) == 1 + 2 and any(followed)

@@ -21,10 +21,12 @@ Why the union is exactly one read of the window:
 
 Memory stays bounded: the lead's range streams straight into the sink; the other ranges
 stream into anonymous temporary files (disk, not RAM) that are appended to the sink in
-order. The snapshot is held for the whole extraction (like `single_transaction`): the
-in-flight cap of OTHER timestamp sources on the same database sees it as an open
-transaction and holds their bound back until it ends (a delay, never a loss), and vacuum
-waits for it. That is why the default is one stream.
+order (with asyncpg, each as soon as the range before it ends, while it is still read,
+and the rest of it then goes straight to the sink: `_RangeOutput`). The snapshot is held
+for the whole extraction (like `single_transaction`): the in-flight cap of OTHER timestamp
+sources on the same database sees it as an open transaction and holds their bound back
+until it ends (a delay, never a loss), and vacuum waits for it. That is why the default
+is one stream.
 
 Client CPU: psycopg2's `copy_expert` calls Python once per row (a bytes object and a
 `write` per row, the GIL dropped and retaken per row): ~3 CPU-s for 10M rows, close to
@@ -33,13 +35,15 @@ streams' threads contend for the GIL on every row. When the
 connection is a plain host/port/user/password URL (no `connect_args`, no URL query) and
 asyncpg is importable (it comes with Prefect), the ranges are read by asyncpg instead:
 one event loop in one thread, COPY data delivered in blocks of many rows, about half the
-client CPU of psycopg2 per row. The asyncpg sessions get the lead session's output
+client CPU of psycopg2 per row, and less again when small blocks wait for more
+(`_read_range`). The asyncpg sessions get the lead session's output
 settings (TimeZone, DateStyle, ...), so the bytes are the ones psycopg2's COPY gives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import tempfile
@@ -50,6 +54,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 _COPY_BUFFER = 1 << 20
+_SMALL_BLOCK = 64 << 10  # asyncpg COPY blocks smaller than this wait _BLOCK_PAUSE for more
+_BLOCK_PAUSE = 0.001
 
 # Session settings that change COPY's text output (or how the SQL text is read): the
 # asyncpg range sessions take the lead psycopg2 session's values.
@@ -202,25 +208,59 @@ def _copy_ranges_asyncpg(
     header: bool,
 ) -> int:
     """COPY each SELECT (one key range, in key order) on its own asyncpg session under
-    `snapshot`: the first range straight into `sink`, the others into temporary files
-    appended to `sink` in order once all are read. Runs its own event loop in a fresh
-    thread (the caller may be inside one). The rows copied."""
+    `snapshot`, into `sink` in range order (see `_RangeOutput`). Runs its own event loop in
+    a fresh thread (the caller may be inside one). The rows copied."""
     if not _SNAPSHOT_ID.fullmatch(snapshot):  # pasted into SET TRANSACTION SNAPSHOT below
         raise ValueError(f"unexpected snapshot id {snapshot!r}")
-    spills = [tempfile.TemporaryFile(prefix="ingest-sql-range-") for _ in selects[1:]]  # noqa: SIM115
+    outputs = [_RangeOutput(sink, direct=i == 0) for i in range(len(selects))]
     try:
-        outputs = [sink, *spills]
         with ThreadPoolExecutor(1, thread_name_prefix="sql-copy-ranges") as loop_thread:
-            total = loop_thread.submit(
+            return loop_thread.submit(
                 asyncio.run, _read_ranges(params, settings, snapshot, selects, outputs, header)
             ).result()
-        for spill in spills:
-            spill.seek(0)
-            shutil.copyfileobj(spill, sink, _COPY_BUFFER)
-        return total
     finally:
-        for spill in spills:
-            spill.close()
+        for output in outputs:
+            output.close()
+
+
+class _RangeOutput:
+    """Where one range's COPY blocks go: straight into the sink once every earlier range
+    is in it, into a temporary file (disk, not RAM) until then.
+
+    When the range before it ends, `follow` appends what this range spilled so far to the
+    sink, a block at a time, while this range keeps reading (the spill grows behind the
+    read position), and switches it to the sink once caught up. So the spill is hashed and
+    written during the parallel phase, not in a serial tail after the last range, and the
+    rest of the range never touches the spill. Only the event loop's thread uses it."""
+
+    def __init__(self, sink: Any, direct: bool) -> None:
+        self._sink = sink
+        self._direct = direct
+        self._spill: Any = None
+        self._written = 0  # bytes in the spill
+        self._drained = 0  # of which already appended to the sink
+
+    def write(self, block: bytes) -> None:
+        if self._direct:
+            self._sink.write(block)
+            return
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile(prefix="ingest-sql-range-", buffering=0)  # noqa: SIM115 (close())
+        self._spill.write(block)
+        self._written += len(block)
+
+    async def follow(self) -> None:
+        """Append the spill to the sink until caught up, then write straight to it."""
+        while self._drained < self._written:
+            chunk = os.pread(self._spill.fileno(), _COPY_BUFFER, self._drained)
+            self._sink.write(chunk)
+            self._drained += len(chunk)
+            await asyncio.sleep(0)  # let this range (and the others) keep reading
+        self._direct = True  # no await since the check: no block can slip in between
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
 
 
 async def _read_ranges(
@@ -228,7 +268,7 @@ async def _read_ranges(
     settings: Mapping[str, str],
     snapshot: str,
     selects: Sequence[str],
-    outputs: Sequence[Any],
+    outputs: Sequence[_RangeOutput],
     header: bool,
 ) -> int:
     import asyncpg
@@ -244,25 +284,41 @@ async def _read_ranges(
             asyncio.ensure_future(_read_range(conn, sql, out, header and i == 0))
             for i, (conn, sql, out) in enumerate(zip(conns, selects, outputs, strict=True))
         ]
+        in_order = asyncio.ensure_future(_in_order(tasks, outputs))
         try:
-            counts = await asyncio.gather(*tasks)
+            counts = await asyncio.gather(*tasks, in_order)
         except BaseException:
-            for task in tasks:  # one range failed: stop the others now, not at their end
+            for task in [*tasks, in_order]:  # one failed: stop the others now, not at their end
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, in_order, return_exceptions=True)
             raise
         for conn in conns:  # read-only transactions: nothing to commit
             await conn.close(timeout=10)
-        return sum(counts)
+        return sum(counts[: len(tasks)])
     finally:
         for conn in conns:
             if not conn.is_closed():
                 conn.terminate()  # an error above: drop the link without waiting
 
 
-async def _read_range(conn: Any, sql: str, out: Any, header: bool) -> int:
+async def _in_order(tasks: Sequence[asyncio.Future], outputs: Sequence[_RangeOutput]) -> int:
+    """Hand the sink to each range in turn as the range before it ends."""
+    for before, output in zip(tasks[:-1], outputs[1:], strict=True):
+        await before
+        await output.follow()
+    return 0
+
+
+async def _read_range(conn: Any, sql: str, out: _RangeOutput, header: bool) -> int:
     async def write(block: bytes) -> None:
-        out.write(block)  # blocks of whole rows; the file or the pipeline's buffered sink
+        out.write(block)  # blocks of whole rows
+        if len(block) < _SMALL_BLOCK:
+            # The server sends COPY data 8 KiB at a time; waking up for each block cost
+            # the client more CPU than the rows did (10M rows: ~66,000 wakeups). asyncpg
+            # stops reading while this runs, so the socket buffer fills meanwhile: the
+            # next block is bigger. A block this small means the data arrives slower than
+            # 64 KiB per pause, so the pause never holds the stream back.
+            await asyncio.sleep(_BLOCK_PAUSE)
 
     status = await conn.copy_from_query(sql, output=write, format="csv", header=header)
     return int(status.split()[-1])
