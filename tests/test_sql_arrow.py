@@ -24,6 +24,8 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from blocks.core import file_formats as formats
@@ -391,9 +393,26 @@ def test_pg_parallel_streams_id_window_and_fallbacks(pg_source, tmp_path) -> Non
         ).preflight()  # fmt: skip
 
 
-def test_split_ranges_cover_without_overlap() -> None:
-    for lo, hi, n in [(1, 1, 4), (1, 10, 3), (-5, 5, 2), (0, 2**40, 7), (3, 4, 8)]:
-        ranges = parallel_copy.split_ranges(lo, hi, n)
-        assert ranges[0][0] == lo and ranges[-1][1] == hi + 1 and len(ranges) <= n
-        assert all(a < b for a, b in ranges)
-        assert all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1))
+@settings(max_examples=500, deadline=None)
+@given(
+    lo=st.integers(-(2**62), 2**62),
+    span=st.integers(1, 2**64),
+    n=st.integers(1, 20),
+    lead=st.sampled_from([1.0, 0.75, 0.5, 0.01]),
+)
+def test_split_ranges_cover_without_overlap(lo, span, n, lead) -> None:
+    hi = lo + span - 1
+    ranges = parallel_copy.split_ranges(lo, hi, n, lead)
+    assert ranges[0][0] == lo and ranges[-1][1] == hi + 1 and len(ranges) <= n
+    assert all(a < b for a, b in ranges)
+    assert all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1))
+    if span >= 1000 * n and n > 1:  # the lead's share as asked, to rounding
+        share = (ranges[0][1] - lo) / span
+        assert abs(share - lead / (lead + n - 1)) < 0.01
+
+
+def test_split_ranges_examples() -> None:
+    assert parallel_copy.split_ranges(1, 10, 2) == [(1, 6), (6, 11)]
+    assert parallel_copy.split_ranges(1, 100, 2, 0.75) == [(1, 43), (43, 101)]
+    assert parallel_copy.split_ranges(3, 4, 8) == [(3, 4), (4, 5)]
+    assert parallel_copy.split_ranges(1, 1, 4) == [(1, 2)]

@@ -56,6 +56,9 @@ from sqlalchemy import func, select
 _COPY_BUFFER = 1 << 20
 _SMALL_BLOCK = 64 << 10  # asyncpg COPY blocks smaller than this wait _BLOCK_PAUSE for more
 _BLOCK_PAUSE = 0.001
+# The lead range's share against each other range's (2 streams: 43%). 10M rows, 2 streams,
+# alternated runs: a 40-45% lead took 5.75-6.49 s where 50% took 6.69-7.47 s.
+_ASYNCPG_LEAD_WEIGHT = 0.75
 
 # Session settings that change COPY's text output (or how the SQL text is read): the
 # asyncpg range sessions take the lead psycopg2 session's values.
@@ -72,11 +75,14 @@ _OUTPUT_SETTINGS = (
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]+")
 
 
-def split_ranges(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
-    """[lo, hi] as at most n disjoint half-open [a, b) ranges covering it, in order."""
+def split_ranges(lo: int, hi: int, n: int, lead_weight: float = 1.0) -> list[tuple[int, int]]:
+    """[lo, hi] as at most n disjoint half-open [a, b) ranges covering it, in order; the
+    first range's span is `lead_weight` times each other's."""
     span = hi - lo + 1
     n = max(1, min(n, span))
-    bounds = [lo + span * i // n for i in range(n + 1)]
+    lead, other = max(1, round(lead_weight * 1000)), 1000  # integer weights: exact bounds
+    total = lead + other * (n - 1)
+    bounds = [lo] + [lo + span * (lead + other * i) // total for i in range(n)]
     return [(bounds[i], bounds[i + 1]) for i in range(n) if bounds[i] < bounds[i + 1]]
 
 
@@ -113,7 +119,10 @@ def copy_parallel(
         elif isinstance(lo, bool) or not isinstance(lo, int) or not isinstance(hi, int):
             return None
         else:
-            ranges = split_ranges(lo, hi, streams)
+            # asyncpg hands each later range the sink as the one before it ends: a shorter
+            # lead range lets the next one's spill be appended while it still reads.
+            weight = _ASYNCPG_LEAD_WEIGHT if direct is not None else 1.0
+            ranges = split_ranges(lo, hi, streams, weight)
 
         def select_sql(cursor: Any, rng: tuple[int, int] | None) -> str:
             clauses = list(where)
