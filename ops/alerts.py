@@ -4,7 +4,8 @@
 automation per alert, each with a `SendNotification` action on the named block (a Custom
 Webhook, Slack Webhook, Microsoft Teams, email... any block with the `notify` capability):
 
-- failed or crashed flow runs of the product's flows (`ingest-*`, `process-item`);
+- failed or crashed flow runs of the product's flows (`ingest-*`, `process-items`,
+  `process-item`);
 - `ingest.source.missing`: an expected daily file did not land (the health flow);
 - `ingest.source.stale`: a source landed nothing new for its freshness limit (health);
 - `ingest.source.connection-failed`: a source's `test_connection` failed or timed out (health).
@@ -34,8 +35,8 @@ MISSING_FILES = "ingest: alert on missing files"
 STALE_SOURCES = "ingest: alert on stale sources"
 CONNECTION_FAILED = "ingest: alert on failed connection checks"
 # The product's flows: ingest-<source>, ingest-health/-backfill/-retention/..., and the
-# processor job's process-item (flows/processor.py).
-PRODUCT_FLOWS = ["ingest-*", "process-item"]
+# processor job's process-items and process-item (flows/processor.py).
+PRODUCT_FLOWS = ["ingest-*", "process-items", "process-item"]
 
 _RUN_BODY = (
     "Flow run {{ flow.name }}/{{ flow_run.name }} entered {{ flow_run.state.name }} at "
@@ -99,8 +100,8 @@ def alert_automations(block_document_id: UUID) -> list[Automation]:
     return [
         Automation(
             name=FAILED_RUNS,
-            description="Notifies when a run of an ingest-* or process-item flow ends Failed "
-            "or Crashed.",
+            description="Notifies when a run of an ingest-*, process-items or process-item "
+            "flow ends Failed or Crashed.",
             trigger=EventTrigger(
                 expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
                 match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),

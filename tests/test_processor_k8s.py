@@ -4,10 +4,14 @@
   the `k8s` pool definition in `prefect.yaml`) is a variable of prefect-kubernetes'
   default base job template (`KubernetesWorker`), with a value of a valid type (jsonschema,
   as strict as Prefect's server and unknown keys refused);
-- the `process-item` flow's path and command checks refuse what an event must not make it
+- the `process-items` and `process-item` deployments match their flows and events: their
+  trigger parameters, rendered the way Prefect's server renders them for a sample
+  `ingest.items.landed` / `ingest.item.landed` event, are the flow's parameters with the
+  right types (`items` a list of item payloads, not a string);
+- the processor flows' path and command checks refuse what an event must not make them
   run on.
 
-tests/test_processor_e2e.py runs the same deployment on a process pool standing in for
+tests/test_processor_e2e.py runs the same deployments on a process pool standing in for
 the cluster.
 """
 
@@ -24,7 +28,8 @@ from prefect.utilities.schema_tools import validate as prefect_validate
 from prefect_kubernetes.worker import KubernetesWorker
 
 from blocks.core.errors import ConfigError
-from flows.processor import process_item, render_command, resolve_landed
+from blocks.core.events import ITEM_LANDED, ITEMS_LANDED, batch_payloads
+from flows.processor import process_item, process_items, render_command, resolve_landed
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_TYPE = "kubernetes"
@@ -74,7 +79,8 @@ def k8s_deployments() -> list[tuple[str, dict[str, Any]]]:
 def test_k8s_job_variables_fit_prefect_kubernetes_template():
     variables = k8s_variables_schema()
     found = k8s_deployments()
-    assert any(where.endswith(":process-item") for where, _ in found), found
+    for name in ("process-item", "process-items"):
+        assert any(where.endswith(f":{name}") for where, _ in found), (name, found)
     for where, job_variables in found:
         assert job_variables, where
         assert job_variable_errors(job_variables, variables) == [], where
@@ -98,20 +104,98 @@ def test_the_check_refuses_typos_and_bad_types():
         assert any(key in e or repr(bad) in e for e in errors), (key, errors)
 
 
-def test_process_item_deployment_matches_the_flow():
-    """The deployment's parameters are the flow's, and the trigger passes the payload's
-    landed path (the event `ingest.item.landed` as pipeline/engine emits it)."""
+PROCESSOR_DEPLOYMENTS = [
+    # name, entrypoint, flow, event it triggers on
+    ("process-items", "flows.processor:process_items", process_items, ITEMS_LANDED),
+    ("process-item", "flows.processor:process_item", process_item, ITEM_LANDED),
+]
+
+
+def processor_deployment(name: str) -> dict[str, Any]:
     spec = yaml.safe_load((ROOT / "prefect.processor.yaml").read_text())
-    (dep,) = [d for d in spec["deployments"] if d["name"] == "process-item"]
-    assert dep["entrypoint"] == "flows.processor:process_item"
-    flow_params = set(process_item.parameters.properties)
+    (dep,) = [d for d in spec["deployments"] if d["name"] == name]
+    return dep
+
+
+@pytest.mark.parametrize(("name", "entrypoint", "flow", "event"), PROCESSOR_DEPLOYMENTS)
+def test_processor_deployment_matches_its_flow(name, entrypoint, flow, event):
+    """The deployment's parameters are its flow's, its required ones are set, and the
+    trigger expects the event the pipeline emits for that `event_per` mode."""
+    dep = processor_deployment(name)
+    assert dep["entrypoint"] == entrypoint
+    flow_params = set(flow.parameters.properties)
     (trigger,) = dep["triggers"]
-    assert trigger["expect"] == ["ingest.item.landed"]
-    assert trigger["parameters"]["landed_path"] == "{{ event.payload.landed_path }}"
+    assert trigger["expect"] == [event]
     assert set(dep["parameters"]) | set(trigger["parameters"]) <= flow_params
-    assert set(process_item.parameters.required) <= set(dep["parameters"]) | set(
-        trigger["parameters"]
+    assert set(flow.parameters.required) <= set(dep["parameters"]) | set(trigger["parameters"])
+
+
+def test_both_processor_deployments_share_parameters_and_job_variables():
+    batch, item = processor_deployment("process-items"), processor_deployment("process-item")
+    assert batch["parameters"] == item["parameters"]
+    assert batch["work_pool"] == item["work_pool"]
+    assert batch["triggers"][0]["match"] == item["triggers"][0]["match"]
+
+
+def render_trigger_parameters(parameters: dict[str, Any], event: Any) -> dict[str, Any]:
+    """`parameters` as Prefect's server renders a deployment trigger's for `event`
+    (RunDeployment.render_parameters: v1 templates upgraded, then hydrated with Jinja)."""
+    from prefect.server.events.actions import RunDeployment
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    parameters = copy.deepcopy(parameters)
+    RunDeployment._upgrade_v1_templates(parameters)
+    return hydrate(
+        parameters,
+        HydrationContext(raise_on_error=True, render_jinja=True, jinja_context={"event": event}),
     )
+
+
+def _event(name: str, payload: dict[str, Any]):
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    return ReceivedEvent(
+        occurred="2026-12-02T10:00:00Z",
+        event=name,
+        resource={"prefect.resource.id": "ingest.source.partner-drop"},
+        payload=payload,
+        id="00000000-0000-0000-0000-000000000001",
+    )
+
+
+def _item(name: str) -> dict[str, Any]:
+    return {
+        "landed_path": f"/data/ingest/landing/partner-drop/2026/12/02/{name}",
+        "sha256": "a" * 64,
+        "size": 3,
+        "source": "partner-drop",
+        "name": name,
+    }
+
+
+def test_the_batch_trigger_passes_the_items_as_a_list():
+    """`{{ event.payload['items'] }}` reaches the flow as the list of item payloads (HTML-ish
+    characters intact: Prefect's `tojson` escapes them inside the JSON); `payload.items`
+    would be the dict's `items` method, which Prefect fails to render."""
+    items = [_item("a.csv"), _item("b&b's <1>.csv"), _item('q"uote.bin')]
+    (payload,) = batch_payloads(items)
+    (trigger,) = processor_deployment("process-items")["triggers"]
+    rendered = render_trigger_parameters(trigger["parameters"], _event(ITEMS_LANDED, payload))
+    assert rendered == {"items": items}
+    assert process_items.parameters.properties["items"]["type"] == "array"
+    from prefect.utilities.schema_tools.hydration import InvalidJinja
+
+    with pytest.raises(InvalidJinja, match="builtin_function_or_method"):
+        render_trigger_parameters(
+            {"items": "{{ event.payload.items }}"}, _event(ITEMS_LANDED, payload)
+        )
+
+
+def test_the_item_trigger_passes_the_items_fields():
+    item = _item("a b.csv")
+    (trigger,) = processor_deployment("process-item")["triggers"]
+    rendered = render_trigger_parameters(trigger["parameters"], _event(ITEM_LANDED, item))
+    assert rendered == {k: item[k] for k in ("landed_path", "sha256", "source", "name")}
 
 
 def test_resolve_landed_refuses_what_is_not_a_landed_file(tmp_path: Path):
