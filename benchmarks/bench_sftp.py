@@ -80,7 +80,7 @@ else:
     def bench():
         ledger = Ledger(database=sqlite_connector(work / "ledger.db"))
         # big file: fsync off, as measured before; small files: fsync on (the default),
-        # events per item (the default) or per batch
+        # events per item or per batch (the default)
         queue = IngestionQueue(
             landing_dir=str(work / "landing"), fsync=mode != "flow",
             event_per="batch" if mode == "flow-small-batch" else "item",

@@ -3,7 +3,8 @@ and dlt, side by side (files/s, ratios, peak RSS, and the load average while it 
 
 The flow runs against a Prefect test API started here (server start-up not counted), with
 a SQLite ledger, fsync on and the source's default max_parallel (4) and small_item_batch
-(200): once with one event per item (the default) and once with `event_per: batch`;
+(200): once with one event per item (`event_per: item`) and once with `event_per: batch`
+(the default);
 `--variants` adds events off / fsync off / batches of 50 to show where the time goes.
 rclone and dlt are set up by this script, never as project dependencies: rclone from the
 Debian package (`apt-get install rclone`, only when run as root; otherwise skipped with the

@@ -11,8 +11,9 @@ fetches and verifies its items into staging files without syncing each one, then
 3. makes the links and folders durable at once (the same barrier),
 4. writes every item row, queue message and source state in ONE transaction
    (`Ledger.record_landed_many`),
-5. emits each item's `ingest.item.landed` event (or, with `event_per: batch`, one
-   `ingest.items.landed` event for the batch) and runs the source's after-landing action.
+5. emits one `ingest.items.landed` event for the batch (the queue's default `event_per:
+   batch`; with `event_per: item`, each item's `ingest.item.landed`) and runs the source's
+   after-landing action.
 
 The crash guarantees stay those of one item ("How nothing is lost" in the README): a kill
 before step 4 leaves at most landed files without rows (never a half-written one: step 1

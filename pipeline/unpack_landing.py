@@ -3,7 +3,8 @@
 `land_one` hands a verified staged delivery here when the source unpacks. The delivery is
 unpacked completely into staging files first (a bad archive lands nothing), then each
 unpacked item is landed exactly like a plain item: content dedupe, no-clobber move, ledger
-row + one queue message in one transaction, the `ingest.item.landed` event. Each item's row
+row + one queue message in one transaction, its landed event (`IngestionQueue.event_per`:
+an `ingest.items.landed` of one item, or `ingest.item.landed`). Each item's row
 keeps the delivered file's checksum and size (`delivered_sha256`, `delivered_size`).
 
 Last, the delivery itself gets a ledger row with status `unpacked` (its name, sha256, size

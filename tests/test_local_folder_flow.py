@@ -50,9 +50,11 @@ def write(path: Path, data: str | bytes, age: float | None = None) -> Path:
 
 
 def test_each_landed_file_emits_its_event(save_block, sqlite_ledger, queue, inbox) -> None:
+    """`event_per: item`: one `ingest.item.landed` per landed item, its own payload."""
     data = b"1,2\n"
     write(inbox / "a.csv", data)
     source = LocalFolderSource(source_id="evented", directory=str(inbox))
+    queue.event_per = "item"
     assert counts(run(save_block, sqlite_ledger, queue, source))["landed"] == 1
     (event,) = source_events("ingest.item.landed", "evented")
     payload = event["payload"]
@@ -65,14 +67,15 @@ def test_each_landed_file_emits_its_event(save_block, sqlite_ledger, queue, inbo
 def test_each_file_of_a_batch_emits_its_event_with_the_run_context(
     save_block, sqlite_ledger, queue, inbox
 ) -> None:
-    """Items landed by land-batch tasks each get their event, with the related resources
-    (flow run, task run) that emit_event attaches from the run context."""
+    """`event_per: item`: items landed by land-batch tasks each get their event, with the
+    related resources (flow run, task run) that emit_event attaches from the run context."""
     sid = "batched"
     for i in range(12):
         write(inbox / f"f{i:02d}.csv", f"{i}\n")
     source = LocalFolderSource(
         source_id=sid, directory=str(inbox), max_parallel=2, small_item_batch=6
     )
+    queue.event_per = "item"
     state = run(save_block, sqlite_ledger, queue, source)
     assert counts(state)["landed"] == 12
     deadline = time.monotonic() + 30
@@ -91,8 +94,8 @@ def test_each_file_of_a_batch_emits_its_event_with_the_run_context(
 def test_event_per_batch_emits_one_event_per_landing_batch(
     save_block, sqlite_ledger, queue, inbox
 ) -> None:
-    """`event_per: batch`: one `ingest.items.landed` per land-batch (listing every item's
-    payload), a big item a batch of one, and no per-item event."""
+    """`event_per: batch`, the queue's default: one `ingest.items.landed` per land-batch
+    (listing every item's payload), a big item a batch of one, and no per-item event."""
     sid = "batchevents"
     for i in range(12):
         write(inbox / f"f{i:02d}.csv", f"{i}\n")
@@ -100,7 +103,7 @@ def test_event_per_batch_emits_one_event_per_landing_batch(
     source = LocalFolderSource(
         source_id=sid, directory=str(inbox), max_parallel=2, small_item_batch=6
     )
-    queue.event_per = "batch"
+    assert queue.event_per == "batch"  # the default (the fixture's queue sets no event_per)
     state = run(save_block, sqlite_ledger, queue, source)
     assert counts(state)["landed"] == 13
     deadline = time.monotonic() + 30

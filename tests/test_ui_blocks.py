@@ -310,8 +310,8 @@ CASES = [
         "ingestion-queue",
         B.IngestionQueue,
         {"Landing Dir": "/data/landing"},
-        {"landing_dir": "/data/landing", "event_per": "batch"},
-        selects={"Event Per": "batch"},
+        {"landing_dir": "/data/landing", "event_per": "item"},
+        selects={"Event Per": "item"},  # away from the default (batch)
     ),
     Case(
         "ingest-webhook-endpoint",
@@ -607,8 +607,8 @@ def test_a_finished_run_shows_its_summary_table(ui: UI, tmp_path):
 
 
 def test_a_batch_event_shows_in_the_event_feed_with_its_items(ui: UI, tmp_path):
-    """With the queue's `event_per: batch`, the run's `ingest.items.landed` event is in
-    the UI's event feed, and its page shows the batch's items."""
+    """With the queue's default `event_per: batch`, the run's `ingest.items.landed` event
+    is in the UI's event feed, and its page shows the batch's items."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     names = [f"batch-{i}.csv" for i in range(3)]
@@ -617,7 +617,7 @@ def test_a_batch_event_shows_in_the_event_feed_with_its_items(ui: UI, tmp_path):
     source = B.LocalFolderSource(  # one worker: the three files form one land-batch
         source_id="ui-batch", directory=str(inbox), pattern="*.csv", max_parallel=1
     )
-    run_local_folder_flow(ui, tmp_path, source, "ui-batch", event_per="batch")
+    run_local_folder_flow(ui, tmp_path, source, "ui-batch")
     # stored by the server's event persister (it flushes every few seconds)
     (event,) = source_events("ingest.items.landed", "ui-batch", timeout=60)
     assert event["payload"]["count"] == 3, event

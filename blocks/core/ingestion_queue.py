@@ -117,19 +117,23 @@ class IngestionQueue(Block):
     emit_events: bool = Field(
         default=True,
         description=(
-            "Emit Prefect events for landed items ('ingest.item.landed' or, with event_per "
-            "'batch', 'ingest.items.landed')."
+            "Emit Prefect events for landed items ('ingest.items.landed' per batch or, with "
+            "event_per 'item', 'ingest.item.landed' per item)."
         ),
     )
     event_per: Literal["item", "batch"] = Field(
-        default="item",
+        default="batch",
         description=(
-            "'item': one 'ingest.item.landed' event per landed item (what the process-item "
-            "deployment triggers on). 'batch': one 'ingest.items.landed' event per landing "
-            "batch (up to the source's small_item_batch items; a big item is a batch of "
-            "one), its payload {count, items: [each item's payload]}. For sources landing "
-            "thousands of small files a run: a Prefect server spends ~2.4 ms of CPU on "
-            "each event. Per-item downstream_deployment runs are unchanged."
+            "'batch' (default): one 'ingest.items.landed' event per landing batch (up to "
+            "the source's small_item_batch items; a big item is a batch of one), payload "
+            "{count, items: [each item's payload]}; the process-items deployment "
+            "(prefect.processor.yaml) triggers on it, one run per batch, one task run per "
+            "item. 'item': one 'ingest.item.landed' event per landed item (payload "
+            "landed_path, sha256, source, name, ...); the process-item deployment triggers "
+            "on it, one run per item. Batch is the default because a Prefect server spends "
+            "~2.4 ms of CPU on each event: per-item events capped a 10,000-small-file run "
+            "at ~1,394 files/s on 2 cores, batch events reached 2,665 files/s. Per-item "
+            "downstream_deployment runs are the same in both modes."
         ),
     )
 
