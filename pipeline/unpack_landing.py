@@ -4,7 +4,8 @@
 unpacked completely into staging files first (a bad archive lands nothing), then each
 unpacked item is landed exactly like a plain item: content dedupe, no-clobber move, ledger
 row + one queue message in one transaction, its landed event (`IngestionQueue.event_per`:
-an `ingest.items.landed` of one item, or `ingest.item.landed`). Each item's row
+'batch' gives one `ingest.items.landed` for all the archive's landed members, emitted
+after the last; 'item' one `ingest.item.landed` per member). Each item's row
 keeps the delivered file's checksum and size (`delivered_sha256`, `delivered_size`).
 
 Last, the delivery itself gets a ledger row with status `unpacked` (its name, sha256, size
@@ -26,7 +27,7 @@ from sqlalchemy import select
 
 from blocks.core import ledger_schema as t
 from blocks.core.ingestion_queue import IngestionQueue
-from blocks.core.ledger import LandedRecord, Ledger
+from blocks.core.ledger import LandedRecord, Ledger, QueueMessage
 from blocks.core.source import Candidate, SourceBlock
 from blocks.core.unpack import Unpacked, expand
 from pipeline.engine import ItemOutcome
@@ -80,14 +81,28 @@ def land_unpacked(
     )
     if items is None:
         return None
+    announced: list[QueueMessage] = []  # event_per 'batch': one event for the archive
     try:
         outcomes = tuple(
-            _land_item(source, ledger, queue, candidate, item, sha, size, day, flow_run_id, force)
+            _land_item(
+                source,
+                ledger,
+                queue,
+                candidate,
+                item,
+                sha,
+                size,
+                day,
+                flow_run_id,
+                force,
+                announced,
+            )
             for item in items
         )
     finally:
         for item in items:
             item.path.unlink(missing_ok=True)
+        _announce_members(queue, candidate, announced)
     # The delivery's own row last: until it is written a rerun unpacks again. The source's
     # after-landing action (delete, archive) runs once every item is recorded.
     row = _archive_row(sid, candidate, sha, size, flow_run_id, day, "unpacked")
@@ -137,6 +152,19 @@ def _archive_row(
     )
 
 
+def _announce_members(
+    queue: IngestionQueue, candidate: Candidate, announced: list[QueueMessage]
+) -> None:
+    """The `ingest.items.landed` event(s) of an archive's landed members (`event_per`
+    'batch'), also when a later member failed: the recorded ones are landed."""
+    try:
+        queue.announce_batch(announced)
+    except Exception as exc:  # the queue rows are the durable hand-off; this is extra
+        get_run_logger().warning(
+            "%s: members landed, but their batch event failed: %s", candidate.name, exc
+        )
+
+
 def _land_item(
     source: SourceBlock,
     ledger: Ledger,
@@ -148,8 +176,10 @@ def _land_item(
     day: date,
     flow_run_id: str | None,
     force: bool,
+    announced: list[QueueMessage],
 ) -> ItemOutcome:
-    """One unpacked item, landed as `land_one` lands a plain item."""
+    """One unpacked item, landed as `land_one` lands a plain item; with `event_per`
+    'batch' its message joins `announced` for the archive's one event."""
     sid = source.source_id
     common = dict(
         source=sid,
@@ -178,8 +208,11 @@ def _land_item(
     message.payload.update(delivered_name=candidate.name, delivered_sha256=sha, delivered_size=size)
     if not ledger.record_landed(record, message, None, replace=force):
         return ItemOutcome(item.name, "skipped", reason="recorded by a concurrent run")
+    per_batch = queue.events_per_batch
+    if per_batch:
+        announced.append(message)
     try:
-        queue.announce(message)
+        queue.announce(message, event=not per_batch)
     except Exception as exc:  # the queue row is the durable hand-off; this is extra
         get_run_logger().warning(
             "%s: landed, but the event/downstream trigger failed: %s", item.name, exc

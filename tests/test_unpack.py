@@ -29,6 +29,7 @@ from blocks.core.unpack import RATIO_FLOOR
 from flows.local_folder import ingest_local_folder
 from pipeline.engine import landed_files
 from tests.landed_rows import run_flow
+from tests.prefect_events import source_events
 from tests.test_unpack_archives import zip_bytes
 
 pytest_plugins = ["tests.objstore_servers"]  # moto_endpoint, s3_bucket
@@ -135,6 +136,35 @@ def test_zip_members_are_items_each_once(save_block, sqlite_ledger, queue, inbox
     assert (third["landed"], third["skipped"]) == (1, 1), third
     assert third["landed_names"] == ["drop.zip/sub/b.csv"]
     assert len(messages(ledger, "zp")) == 3
+
+
+@pytest.mark.parametrize("event_per", ["batch", "item"])
+def test_an_archives_members_are_announced_by_one_batch_event(
+    save_block, sqlite_ledger, tmp_path, inbox, event_per
+) -> None:
+    """`event_per: batch` (the default): one ingest.items.landed for all of a zip's landed
+    members, each member's payload in it; `item`: one ingest.item.landed per member."""
+    members = {f"m{i:02d}.csv": f"{i}\n".encode() for i in range(12)}
+    (inbox / "many.zip").write_bytes(zip_bytes(members))
+    sid = f"zev-{event_per}"
+    queue = IngestionQueue(landing_dir=str(tmp_path / "landing"), fsync=False, event_per=event_per)
+    source = LocalFolderSource(source_id=sid, directory=str(inbox), unpack="zip")
+    first = counts(run(save_block, sqlite_ledger, queue, source))
+    assert (first["landed"], first["failed"]) == (12, 0), first
+    names = sorted(f"many.zip/{name}" for name in members)
+    if event_per == "batch":
+        (event,) = source_events("ingest.items.landed", sid)
+        assert event["payload"]["count"] == 12
+        assert sorted(i["name"] for i in event["payload"]["items"]) == names
+        assert {i["delivered_name"] for i in event["payload"]["items"]} == {"many.zip"}
+        assert source_events("ingest.item.landed", sid, timeout=2) == []
+    else:
+        deadline = time.monotonic() + 30
+        while len(found := source_events("ingest.item.landed", sid)) < 12:
+            assert time.monotonic() < deadline, len(found)
+            time.sleep(0.5)
+        assert sorted(e["payload"]["name"] for e in found) == names
+        assert source_events("ingest.items.landed", sid, timeout=2) == []
 
 
 def test_bad_archives_fail_clearly_and_land_nothing(
