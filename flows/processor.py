@@ -140,16 +140,26 @@ def process_item(
     a timeout or a bad path fails the run with the reason.
     """
     _check_timeout(timeout_seconds)
-    queue = None
-    if is_object_uri(landed_path):
-        if not queue_block:
-            raise ConfigError(
-                "queue_block", f"name the Ingestion Queue block that landed {landed_path!r}"
-            )
-        queue = load_named_block(IngestionQueue, queue_block, "queue_block")
+    queue = queue_for([landed_path], queue_block)
     return process_landed(
         landed_path, command, sha256, source, name, landing_root, queue, timeout_seconds
     )
+
+
+def queue_for(landed_paths: list[str], queue_block: str | None) -> IngestionQueue | None:
+    """The Ingestion Queue block that reads landed objects, loaded once when any of
+    `landed_paths` is an `s3://`/`gs://` URI; None when all are local. An object without a
+    `queue_block` fails naming that field."""
+    objects = [path for path in landed_paths if is_object_uri(path)]
+    if not objects:
+        return None
+    if not queue_block:
+        raise _no_queue_block(objects[0])
+    return load_named_block(IngestionQueue, queue_block, "queue_block")
+
+
+def _no_queue_block(landed_path: str) -> ConfigError:
+    return ConfigError("queue_block", f"name the Ingestion Queue block that landed {landed_path!r}")
 
 
 def _check_timeout(timeout_seconds: Any) -> None:
@@ -186,9 +196,7 @@ def process_landed(
             raise PermanentError(f"landed_path: {str(path)!r} no longer holds sha256 {sha256}")
         return _run(command, path, values, source, timeout_seconds)
     if queue is None:
-        raise ConfigError(
-            "queue_block", f"name the Ingestion Queue block that landed {landed_path!r}"
-        )
+        raise _no_queue_block(landed_path)
     folder = Path(tempfile.mkdtemp(prefix="ingest-process-"))
     try:  # processor tools want a local file: a private copy, removed afterwards
         path, digest = fetch_object(queue, landed_path, folder)
@@ -364,14 +372,7 @@ def process_items(
         if value is not None and not isinstance(value, str):
             raise ConfigError(field, f"must be a string, not {type(value).__name__}")
     logger = get_run_logger()
-    queue = None
-    objects = [item["landed_path"] for item in items if is_object_uri(item["landed_path"])]
-    if objects:
-        if not queue_block:
-            raise ConfigError(
-                "queue_block", f"name the Ingestion Queue block that landed {objects[0]!r}"
-            )
-        queue = load_named_block(IngestionQueue, queue_block, "queue_block")
+    queue = queue_for([item["landed_path"] for item in items], queue_block)
     states = []
     for start in range(0, len(items), max_parallel):
         futures = [
