@@ -39,12 +39,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 
 from blocks import IngestionQueue, Ledger, LocalFolderSource
 from blocks.core.events import ITEM_LANDED, ITEMS_LANDED
+from blocks.core.ingestion_queue import sha256_file
 from flows.processor import PROCESSED_EVENT
-from tests.conftest import server_missing, throwaway_database
+from tests.conftest import server_missing, sqlite_connector, throwaway_database
 from tests.test_ops_drain_e2e import LoadedEnv, create_process_pool
 from tests.test_ops_e2e import (
     BIN,
@@ -113,16 +113,6 @@ def processor_on_process_pool(
     return dep
 
 
-def sqlite_ledger(path: Path) -> Ledger:
-    return Ledger(
-        database=SqlAlchemyConnector(
-            connection_info=ConnectionComponents(
-                driver=SyncDriver.SQLITE_PYSQLITE, database=str(path)
-            )
-        )
-    )
-
-
 BATCH_SOURCE = "proc-batch"
 
 
@@ -138,7 +128,7 @@ def test_each_landing_batch_runs_process_items_once(env: Env):
     files |= {"b&b's <1>.csv": "amp\n", 'q"uote.bin': "q\n", "sp ace.txt": "space\n"}
     for name, body in files.items():
         (inbox / name).write_text(body)
-    ledger = sqlite_ledger(work / "ledger.db")
+    ledger = Ledger(database=sqlite_connector(work / "ledger.db"))
     ledger.save("batch-ledger", overwrite=True)
     queue = IngestionQueue(landing_dir=str(landing), fsync=False)
     assert queue.event_per == "batch"  # the default
@@ -252,15 +242,12 @@ def test_each_landing_batch_runs_process_items_once(env: Env):
 
 def _payload(path: Path, source: str) -> dict:
     """An item payload as the queue's message carries it."""
-    import hashlib
-
-    data = path.read_bytes()
     return {
         "message_id": uuid.uuid4().hex,
         "source": source,
         "name": path.name,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
         "landed_path": str(path),
     }
 
@@ -309,7 +296,7 @@ def test_each_landed_item_runs_the_processor_once(env: Env):
     files = {"a.csv": "a\n", "b b.csv": "bb\n", "c.bin": "ccc\n"}
     for name, body in files.items():
         (inbox / name).write_text(body)
-    ledger = sqlite_ledger(env.tmp / "ledger.db")
+    ledger = Ledger(database=sqlite_connector(env.tmp / "ledger.db"))
     ledger.save("proc-ledger", overwrite=True)
     queue = IngestionQueue(landing_dir=str(landing), fsync=False, event_per="item")
     queue.save("proc-landing", overwrite=True)
