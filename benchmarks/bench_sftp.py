@@ -231,7 +231,10 @@ def main() -> None:
                     )
 
             # small files: alternated rounds, medians (OpenSSH alone swung 1.6-3.1 s here)
-            modes = (("flow-small", "flow"), ("flow-small-batch", "flow, event_per batch"))
+            modes = (
+                ("flow-small", "flow, event_per item"),
+                ("flow-small-batch", "flow, defaults (event_per batch)"),
+            )
             ssh_small: list[tuple[float, int]] = []
             flow_small: dict[str, list[tuple[dict, int]]] = {m: [] for m, _ in modes}
             for r in range(args.small_rounds):
