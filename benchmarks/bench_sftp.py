@@ -9,7 +9,8 @@ project, each in its own child process (peak RSS read with wait4, see child_rss.
   the pipeline's hashing writer, the code a land task runs) with each of
   `--connections`, and the whole ingest pipeline in a flow (list, dedupe, land task,
   ledger, hand-off) with the block's default connections (or `--flow-connections`);
-- small files: the flow vs `sftp -b`, once.
+- small files: `sftp -b` and the flow with its defaults (`event_per: batch`) and with
+  `event_per: item`, alternated `--small-rounds` times, medians compared.
 
     python benchmarks/bench_sftp.py                             # 1 GiB + 5,000 files
     python benchmarks/bench_sftp.py --big-mb 128 --small 300    # quick
