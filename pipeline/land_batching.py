@@ -198,8 +198,7 @@ class BatchRecords:
                 self.results[p.index] = exc
             raise
         logger = get_run_logger()
-        per_batch = queue.events_per_batch  # one event for the batch, not one per item
-        announced = []
+        announced = []  # with `event_per` 'batch': one event for the batch, not one per item
         for (p, where), (_record, message, _state), ok in zip(
             placed, entries, recorded, strict=True
         ):
@@ -216,7 +215,7 @@ class BatchRecords:
             # against 7 ms for the worker's queue: not worth it. What costs is the number
             # of events (`IngestionQueue.event_per`).
             try:
-                queue.announce(message, event=not per_batch)
+                queue.announce(message, batched=True)
             except Exception as exc:  # the queue row is the durable hand-off; this is extra
                 logger.warning("%s: landed, but the event/downstream trigger failed: %s", name, exc)
             announced.append(message)

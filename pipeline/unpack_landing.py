@@ -178,8 +178,8 @@ def _land_item(
     force: bool,
     announced: list[QueueMessage],
 ) -> ItemOutcome:
-    """One unpacked item, landed as `land_one` lands a plain item; with `event_per`
-    'batch' its message joins `announced` for the archive's one event."""
+    """One unpacked item, landed as `land_one` lands a plain item; its message joins
+    `announced` for the archive's one event (`event_per` 'batch')."""
     sid = source.source_id
     common = dict(
         source=sid,
@@ -208,11 +208,9 @@ def _land_item(
     message.payload.update(delivered_name=candidate.name, delivered_sha256=sha, delivered_size=size)
     if not ledger.record_landed(record, message, None, replace=force):
         return ItemOutcome(item.name, "skipped", reason="recorded by a concurrent run")
-    per_batch = queue.events_per_batch
-    if per_batch:
-        announced.append(message)
+    announced.append(message)
     try:
-        queue.announce(message, event=not per_batch)
+        queue.announce(message, batched=True)
     except Exception as exc:  # the queue row is the durable hand-off; this is extra
         get_run_logger().warning(
             "%s: landed, but the event/downstream trigger failed: %s", item.name, exc

@@ -24,7 +24,7 @@ class StallingQueue(IngestionQueue):
     _block_type_slug = "test-stalling-queue"
     signal_file: str = ""
 
-    def announce(self, message, event: bool = True) -> None:
+    def announce(self, message, batched: bool = False) -> None:
         Path(self.signal_file).touch()
         time.sleep(600)
 

@@ -319,13 +319,16 @@ class IngestionQueue(Block):
         """True if landed items are announced by one event per batch (`event_per`)."""
         return self.emit_events and self.event_per == "batch"
 
-    def announce(self, message: QueueMessage, event: bool = True) -> None:
+    def announce(self, message: QueueMessage, batched: bool = False) -> None:
         """Emit the landed event and start the downstream deployment, if configured.
 
-        `event=False`: the caller emits the event for a whole batch (`announce_batch`)."""
-        if event and self.events_per_batch:
-            self.announce_batch([message])
-        elif event and self.emit_events:
+        `batched=True`: the caller also hands this message to `announce_batch` with the rest
+        of its batch, which emits the one event of `event_per` 'batch'; with 'item' the
+        message's own event is emitted here either way."""
+        if self.events_per_batch:
+            if not batched:
+                self.announce_batch([message])
+        elif self.emit_events:
             emit_source_event(ITEM_LANDED, message.source, message.payload)
         if self.downstream_deployment:
             from prefect.deployments import run_deployment
@@ -341,7 +344,7 @@ class IngestionQueue(Block):
 
     def announce_batch(self, messages: list[QueueMessage]) -> None:
         """Emit the `ingest.items.landed` event(s) of a landing batch (`event_per` 'batch');
-        each message was `announce`d with `event=False`."""
+        each message was `announce`d with `batched=True`."""
         if self.events_per_batch and messages:
             emit_items_landed(messages[0].source, [m.payload for m in messages])
 
