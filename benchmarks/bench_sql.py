@@ -377,6 +377,11 @@ def line(label: str, rows: int, seconds: float, rss: float | str) -> str:
     return f"  {label:<34} {seconds:8.2f} s  {rows / seconds:>12,.0f} rows/s  peak RSS {rss_text}"
 
 
+def timed_runs(runs: list) -> str:
+    """Each run's (whole call, flow run, extraction) seconds, rounded for printing."""
+    return str([tuple(round(x, 2) for x in run) for run in runs])
+
+
 def report(label: str, rows: int, ours: dict, ref_s: float, ref_name: str, goal: str) -> None:
     """Print one flow's three timings and RSS against the reference; `goal`: its target."""
     print(line(label + ", whole call", rows, ours["seconds"], ours["maxrss_mb"]))
@@ -474,10 +479,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         ref_rss_text = f"{ref_rss:.0f} MB" if ref_rss > before else "<= " + f"{before:.0f} MB"
         ours = run_child("pg", pg_db, tmp / "pg", args.chunk, args.repeat)
         print(f"  best of {args.repeat}; psql runs {[round(x, 2) for x in ref_runs]}")
-        print(
-            "  flow runs (whole call, flow run, extraction) "
-            + str([tuple(round(x, 2) for x in r) for r in ours["all_runs"]])
-        )
+        print("  flow runs (whole call, flow run, extraction) " + timed_runs(ours["all_runs"]))
         assert ours["rows"] == args.pg_rows, ours
         print(line("psql \\copy (reference)", args.pg_rows, ref_s, ref_rss_text))
         report("ingest-sql flow (COPY chunks)", args.pg_rows, ours, ref_s, "psql",
@@ -487,8 +489,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         print(
             "  single_transaction=True (one COPY, seq scan, one long transaction): best "
             f"flow run {min(r[1] for r in one):.2f} s, extraction {min(r[2] for r in one):.2f} s "
-            f"-> {ref_s / min(r[1] for r in one):.2f}x psql (flow run); runs "
-            + str([tuple(round(x, 2) for x in r) for r in one])
+            f"-> {ref_s / min(r[1] for r in one):.2f}x psql (flow run); runs " + timed_runs(one)
         )
         ref_file.unlink()
         shutil.rmtree(tmp / "pg", ignore_errors=True)
@@ -499,7 +500,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         shutil.rmtree(tmp / "pgpar", ignore_errors=True)
         print(
             f"  parallel_streams={args.streams} runs (whole call, flow run, extraction) "
-            + str([tuple(round(x, 2) for x in r) for r in par["all_runs"]])
+            + timed_runs(par["all_runs"])
         )
         report(f"flow, parallel_streams={args.streams}", n, par, ref_s, "psql",
                "issue 17 goal >= 1.3x flow run, RSS < 300 MB")  # fmt: skip
