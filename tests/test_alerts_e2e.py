@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "e2e-rest-token-5b2f9c"
 ALERT_BOUND_SECONDS = 120  # from the cause (run end, event) to the POST at the receiver
 ALERTS = [FAILED_RUNS, MISSING_FILES, STALE_SOURCES, CONNECTION_FAILED]
+FRESHNESS_HOURS = 0.001  # 3.6 s: alerts-ok is stale once this has passed since a.csv landed
 
 # ~8 min measured on 2 cores under load 15-20, most of it the server start and the worker
 pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(1200)]
@@ -221,7 +222,7 @@ def _run_alerts_scenario(env: Env, receiver: Receiver, hung: HungServer, tmp: Pa
                 "ledger_block": "alerts-ledger",
                 "expected": {"alerts-ok": {"pattern": "NEVER_{date:%Y%m%d}.csv",
                                            "cutoff": "00:00", "grace_minutes": 0}},
-                "freshness": {"alerts-ok": 0.001},  # 3.6 s: stale by the time health runs
+                "freshness": {"alerts-ok": FRESHNESS_HOURS},
                 "connection_timeout_seconds": 3,
             }),
         ],
@@ -231,8 +232,13 @@ def _run_alerts_scenario(env: Env, receiver: Receiver, hung: HungServer, tmp: Pa
     with get_client(sync_client=True) as client:
         ok = run_deployment("ingest-local-folder/alerts-ok", timeout=0)
         gone = run_deployment("ingest-local-folder/alerts-gone", timeout=0)
-        assert wait_final(client, ok.id, 180).state_name == "Completed", env.log("worker")
+        ok_run = wait_final(client, ok.id, 180)
+        assert ok_run.state_name == "Completed", env.log("worker")
         assert wait_final(client, gone.id, 180).state_name == "Failed", env.log("worker")
+        # a.csv landed before the ok run ended. On an idle host the health run can start
+        # within the 3.6 s limit of that (a CI run saw no stale line), so wait it out.
+        stale_at = ok_run.end_time + dt.timedelta(hours=FRESHNESS_HOURS, seconds=1)
+        time.sleep(max(0.0, (stale_at - dt.datetime.now(dt.UTC)).total_seconds()))
         health = run_deployment("ingest-health/health", timeout=0)
         health_run = wait_final(client, health.id, 180)
         assert health_run.state_name == "Failed", env.log("worker")
