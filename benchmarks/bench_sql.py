@@ -10,10 +10,11 @@ in one run, on the same machine. The flow runs in a child process so its peak RS
 own (the Prefect test API server runs in a separate process and is not counted). Landing
 fsync is off on both sides (psql does not fsync). Databases are dropped at the end.
 
-Also (issue 17): the same table to Parquet (COPY -> Arrow) and with `--streams N` parallel
-key ranges, MariaDB with pymysql and with mysqlclient, and dlt (connectorx / pyarrow
-backends) from its own venv that this script creates (`--dlt-venv`, `--skip-dlt`); ratios
-at the end. `--extract-only` times SqlSource.fetch without the Prefect flow.
+Also (issue 17): the same table to Parquet (COPY -> Arrow), with `--streams N` parallel
+key ranges and with as many page (ctid) ranges, MariaDB with pymysql and with mysqlclient,
+and dlt (connectorx / pyarrow backends) from its own venv that this script creates
+(`--dlt-venv`, `--skip-dlt`); ratios at the end. `--extract-only` times SqlSource.fetch
+without the Prefect flow.
 
     python benchmarks/bench_sql.py --pg-rows 2000000 --my-rows 200000 --repeat 1 --extract-only
 """
@@ -25,6 +26,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,18 +87,47 @@ def make_my(db: str, rows: int) -> None:
 
 
 def run_child(
-    kind: str, db: str, workdir: Path, chunk: int, repeat: int, fields: dict | None = None
+    kind: str,
+    db: str,
+    workdir: Path,
+    chunk: int,
+    repeat: int,
+    fields: dict | None = None,
+    paired: bool = False,
 ) -> dict:
     """Run the flow in a child process; returns its timings and its own peak RSS.
-    `fields`: extra SqlSource fields (output_format, parallel_streams, mysql_driver)."""
+    `fields`: extra SqlSource fields (output_format, parallel_streams, mysql_driver).
+    `paired` (PostgreSQL): one psql \\copy right before each flow run, its seconds in
+    `psql_runs`, so each run has a reference taken on the host as it was then."""
     if EXTRACT_ONLY:
         return run_extract(kind, db, workdir, chunk, repeat, fields or {})
     proc = subprocess.run(
         [sys.executable, __file__, "--child", kind, "--db", db, "--workdir", str(workdir),
-         "--chunk", str(chunk), "--repeat", str(repeat), "--fields", json.dumps(fields or {})],
+         "--chunk", str(chunk), "--repeat", str(repeat), "--fields", json.dumps(fields or {}),
+         *(["--paired"] if paired else [])],
         check=True, capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def psql_copy_seconds(db: str, target: Path) -> float:
+    """One `psql \\copy` of the benchmark table to `target` (the reference), timed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    psql(db, f"\\copy (select {COLUMNS} from bench) to '{target}' csv header")
+    seconds = time.perf_counter() - started
+    target.unlink()
+    return seconds
+
+
+def paired_ratios(ours: dict) -> str:
+    """Each flow run against the psql run right before it, and their median."""
+    ratios = [p / run[1] for p, run in zip(ours["psql_runs"], ours["all_runs"], strict=True)]
+    psql_runs = [round(p, 2) for p in ours["psql_runs"]]
+    return (
+        f"paired with a psql run right before each: psql {psql_runs}, ratios (flow run) "
+        f"{[round(r, 2) for r in ratios]}, median {statistics.median(ratios):.2f}x"
+    )
 
 
 def recorded_seconds(state) -> float:
@@ -185,7 +216,9 @@ def child_extract(kind: str, db: str, workdir: Path, chunk: int, fields: dict) -
                       "path": path, "driver": prep.engine.dialect.driver}))  # fmt: skip
 
 
-def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int, fields: dict) -> None:
+def child(
+    kind: str, db: str, workdir: Path, chunk: int, repeat: int, fields: dict, paired: bool
+) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ["PREFECT_HOME"] = str(workdir / "prefect-home")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -239,8 +272,10 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int, fields: di
         SqlSource.load(names["s"])
         load_seconds = time.perf_counter() - t
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        runs = []
+        runs, psql_runs = [], []
         for i in range(repeat):
+            if paired:
+                psql_runs.append(psql_copy_seconds(db, workdir / "paired-psql.csv"))
             started = time.perf_counter()
             state = ingest_sql(
                 source_block=names["s"],
@@ -287,6 +322,7 @@ def child(kind: str, db: str, workdir: Path, chunk: int, repeat: int, fields: di
                 "fetch_seconds": min(r[2] for r in runs),
                 "all_runs": runs,
                 "single_runs": single_runs,
+                "psql_runs": psql_runs,
                 "rows": rows,
                 "bytes": size,
                 "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -420,6 +456,7 @@ def main() -> None:
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--fields", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--paired", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--streams", type=int, default=2, help="parallel_streams of the parallel CSV run"
     )
@@ -442,7 +479,7 @@ def main() -> None:
     if args.child:
         child(
             args.child, args.db, Path(args.workdir), args.chunk, args.repeat,
-            json.loads(args.fields),
+            json.loads(args.fields), args.paired,
         )  # fmt: skip
         return
 
@@ -495,7 +532,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         shutil.rmtree(tmp / "pg", ignore_errors=True)
         n = args.pg_rows
         par = run_child("pg", pg_db, tmp / "pgpar", args.chunk, args.repeat,
-                        {"parallel_streams": args.streams})  # fmt: skip
+                        {"parallel_streams": args.streams}, paired=True)  # fmt: skip
         assert par["rows"] == n, par
         shutil.rmtree(tmp / "pgpar", ignore_errors=True)
         print(
@@ -504,6 +541,18 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         )
         report(f"flow, parallel_streams={args.streams}", n, par, ref_s, "psql",
                "issue 17 goal >= 1.3x flow run, RSS < 300 MB")  # fmt: skip
+        print("  " + paired_ratios(par))
+        physical = {"parallel_streams": args.streams, "parallel_split": "physical"}
+        phys = run_child("pg", pg_db, tmp / "pgphys", args.chunk, args.repeat, physical, True)
+        assert phys["rows"] == n, phys
+        shutil.rmtree(tmp / "pgphys", ignore_errors=True)
+        print(
+            "  parallel_split=physical runs (whole call, flow run, extraction) "
+            + timed_runs(phys["all_runs"])
+        )
+        report(f"flow, {args.streams} page (ctid) ranges", n, phys, ref_s, "psql",
+               "issue 17 goal >= 1.3x flow run, RSS < 300 MB")  # fmt: skip
+        print("  " + paired_ratios(phys))
         pq_run = run_child("pg", pg_db, tmp / "pgpq", args.chunk, args.repeat,
                            {"output_format": "parquet"})  # fmt: skip
         assert pq_run["rows"] == n, pq_run
@@ -520,6 +569,10 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         )
         summary.append(("PG CSV flow vs psql", ref_s / ours["run_seconds"]))
         summary.append((f"PG CSV {args.streams} streams vs psql", ref_s / par["run_seconds"]))
+        summary.append((f"PG CSV {args.streams} page ranges vs psql", ref_s / phys["run_seconds"]))
+        for label, got in ((f"{args.streams} streams", par), (f"{args.streams} page ranges", phys)):
+            pairs = [p / r[1] for p, r in zip(got["psql_runs"], got["all_runs"], strict=True)]
+            summary.append((f"PG CSV {label} vs psql, paired median", statistics.median(pairs)))
         if dlt_python is not None:
             for backend, fmt in (("connectorx", "parquet"), ("pyarrow", "parquet"),
                                  ("connectorx", "csv")):  # fmt: skip

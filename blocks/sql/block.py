@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -253,6 +254,15 @@ class SqlSource(SourceBlock):
         "open for the whole extraction (other timestamp sources' in-flight cap waits for "
         "it), hence the default 1.",
     )
+    parallel_split: Literal["key", "physical"] = Field(
+        default="key",
+        description="How `parallel_streams` cuts a window. key: ranges of the integer key, "
+        "each in key order (the file equals a one-stream file). physical: ranges of the "
+        "table's pages (ctid; PostgreSQL 14+, `none` mode on a table, no primary key "
+        "needed): ~15% less server CPU, but the rows come in storage order, so an UPDATE, "
+        "VACUUM FULL or CLUSTER that moves rows without changing them lands an unchanged "
+        "table once more (a duplicate file, never a lost row).",
+    )
     mysql_driver: Literal["auto", "mysqlclient", "pymysql"] = Field(
         default="auto",
         title="MySQL driver",
@@ -327,14 +337,24 @@ class SqlSource(SourceBlock):
             values = getattr(self, fld)
             if len(set(values)) != len(values) or any(not v for v in values):
                 raise ConfigError(f"{_WHERE}.{fld}", "has empty or repeated column names")
+        if self.parallel_split == "physical" and (
+            self.incremental_mode != "none" or not self.table
+        ):
+            raise ConfigError(
+                f"{_WHERE}.parallel_split",
+                "'physical' needs incremental_mode='none' and a `table` (page ranges cover "
+                "a whole table; an incremental window is a small part of it)",
+            )
         if self.parallel_streams > 1 and not (
             self.incremental_mode == "id"
             or (self.incremental_mode == "none" and len(self.primary_key) == 1)
+            or self.parallel_split == "physical"
         ):
             raise ConfigError(
                 f"{_WHERE}.parallel_streams",
                 "needs incremental_mode='id', or 'none' with exactly one (integer) "
-                "primary_key column: the ranges are split on an integer key",
+                "primary_key column (the ranges are split on an integer key), or "
+                "parallel_split='physical'",
             )
         if self.stability_seconds:
             raise ConfigError(f"{_WHERE}.stability_seconds", "does not apply to SQL sources")
@@ -1110,34 +1130,42 @@ class SqlSource(SourceBlock):
         sink: Any,
         header: bool,
     ) -> int | None:
-        """`parallel_streams` key ranges under one snapshot (`blocks/sql/parallel_copy.py`);
-        None: not applicable here, copy serially."""
+        """`parallel_streams` key (or page) ranges under one snapshot
+        (`blocks/sql/parallel_copy.py`); None: not applicable here, copy serially."""
         if self.parallel_streams <= 1 or limit is not None:
             return None
-        name = self.incremental_column if self.incremental_mode == "id" else self.primary_key[0]
+        if self.incremental_mode == "id":
+            name: str | None = self.incremental_column
+        else:
+            name = self.primary_key[0] if len(self.primary_key) == 1 else None
+        pages = None
+        if self.parallel_split == "physical":
+            pages = prep.engine.dialect.identifier_preparer.format_table(prep.base)
+        notes: list[str] = []
         rows = parallel_copy.copy_parallel(
             prep.engine,
             prep.base,
             cols,
             where,
             order,
-            prep.base.c[name],
+            prep.base.c[name] if name is not None else None,
             self.parallel_streams,
             sink,
             header,
             lambda cur, stmt: self._literal_sql(cur, stmt, prep),
             self._asyncpg_params(prep),
+            pages=pages,
+            notes=notes,
         )
         log = run_logger("ingest.sql")
-        if rows is None:
-            log.warning("%s: %r is not an integer column: one COPY stream", self.source_id, name)
-        else:
-            log.info(
-                "%s: %d COPY streams on %r under one snapshot",
-                self.source_id,
-                self.parallel_streams,
-                name,
-            )
+        level = logging.INFO if rows is not None and len(notes) == 1 else logging.WARNING
+        log.log(
+            level,
+            "%s: parallel_streams=%d: %s",
+            self.source_id,
+            self.parallel_streams,
+            "; ".join(notes) + (" under one snapshot" if rows is not None else ""),
+        )
         return rows
 
     def _asyncpg_params(self, prep: _Prepared) -> dict[str, Any] | None:

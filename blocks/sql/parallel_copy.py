@@ -1,4 +1,4 @@
-"""PostgreSQL COPY of one window as several key ranges at once, under ONE snapshot.
+"""PostgreSQL COPY of one window as several key (or page) ranges at once, under ONE snapshot.
 
 Used by `SqlSource` when `parallel_streams` > 1, the output goes through COPY (CSV, or
 Parquet via `arrow_copy`), the window has no row limit (`max_rows_per_file` not reached
@@ -38,6 +38,17 @@ one event loop in one thread, COPY data delivered in blocks of many rows, about 
 client CPU of psycopg2 per row, and less again when small blocks wait for more
 (`_read_range`). The asyncpg sessions get the lead session's output
 settings (TimeZone, DateStyle, ...), so the bytes are the ones psycopg2's COPY gives.
+
+Physical split (`pages` given: `SqlSource.parallel_split="physical"`, `none` mode on a
+table): the ranges are ranges of the table's pages, `ctid >= '(a,0)' AND ctid < '(b,0)'`,
+the first range with no lower bound and the last with no upper bound, so every row
+version has its TID in exactly one range whatever the table's size became; each is a TID
+Range Scan (PostgreSQL 14+) in storage order, with no ORDER BY. The server then skips the
+ordered index scans: 10M rows, 2 cores, 4.7 CPU-s against 5.6 for the key ranges (the
+rest is the output functions, the same for both). The file holds the rows in storage
+order, not key order. Not applicable (the caller falls back to key ranges or one stream,
+and says why): PostgreSQL before 14 (each range would scan the whole table), a view,
+foreign or partitioned table.
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 _COPY_BUFFER = 1 << 20
 _SMALL_BLOCK = 64 << 10  # asyncpg COPY blocks smaller than this wait _BLOCK_PAUSE for more
@@ -98,11 +109,18 @@ def copy_parallel(
     header: bool,
     literal_sql: Callable[[Any, Any], str],
     direct: Mapping[str, Any] | None = None,
+    pages: str | None = None,
+    notes: list[str] | None = None,
 ) -> int | None:
     """COPY the window in `streams` ranges of `split` into `sink`; the rows copied, or None
-    when the split column's values are not integers (the caller then copies serially).
-    `direct`: asyncpg connect keywords (host, port, user, password, database) to read the
-    ranges with asyncpg (see the module docstring); None: psycopg2 connections."""
+    when no split applies (the caller then copies serially).
+    `split`: the integer key column, or None. `pages`: the table's quoted, qualified name to
+    split its pages instead (ctid ranges, storage order; `split` is then only the fallback
+    when that is not applicable). `direct`: asyncpg connect keywords (host, port, user,
+    password, database) to read the ranges with asyncpg (see the module docstring); None:
+    psycopg2 connections. `notes`: gets a line for the run log on the split used, or on
+    why none applied."""
+    notes = notes if notes is not None else []
     lead = engine.raw_connection()
     others: list[Any] = []
     pool: ThreadPoolExecutor | None = None
@@ -111,23 +129,46 @@ def copy_parallel(
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cur.execute("SELECT pg_export_snapshot()")
         (snapshot,) = cur.fetchone()
-        bounds = select(func.min(split), func.max(split)).select_from(base).where(*where)
-        cur.execute(literal_sql(cur, bounds))
-        lo, hi = cur.fetchone()
-        if lo is None:  # an empty window: one COPY gives the header (or nothing)
-            ranges: list[tuple[int, int]] = []
-        elif isinstance(lo, bool) or not isinstance(lo, int) or not isinstance(hi, int):
-            return None
+        # asyncpg hands each later range the sink as the one before it ends: a shorter
+        # lead range lets the next one's spill be appended while it still reads.
+        weight = _ASYNCPG_LEAD_WEIGHT if direct is not None else 1.0
+        ranges: list[tuple[int, int]] = []
+        page_count = _table_pages(cur, pages, notes) if pages is not None else None
+        if page_count is not None:
+            order = []  # storage order: a TID Range Scan per range, no sort
+            if page_count > 0:  # an empty table: one COPY gives the header (or nothing)
+                ranges = split_ranges(0, page_count - 1, streams, weight)
+            notes.append(f"{len(ranges) or 1} page (ctid) range(s) of {page_count} pages")
+
+            def range_clauses(rng: tuple[int, int]) -> list[Any]:
+                # First range open below, last open above: every TID is in exactly one,
+                # even on pages added after the size was read (invisible to the snapshot).
+                clauses = []
+                if rng[0] > 0:
+                    clauses.append(text(f"ctid >= '({int(rng[0])},0)'"))
+                if rng[1] <= page_count - 1:
+                    clauses.append(text(f"ctid < '({int(rng[1])},0)'"))
+                return clauses
         else:
-            # asyncpg hands each later range the sink as the one before it ends: a shorter
-            # lead range lets the next one's spill be appended while it still reads.
-            weight = _ASYNCPG_LEAD_WEIGHT if direct is not None else 1.0
-            ranges = split_ranges(lo, hi, streams, weight)
+            if split is None:
+                return None
+            bounds = select(func.min(split), func.max(split)).select_from(base).where(*where)
+            cur.execute(literal_sql(cur, bounds))
+            lo, hi = cur.fetchone()
+            if lo is not None:  # else an empty window: one COPY gives the header (or nothing)
+                if isinstance(lo, bool) or not isinstance(lo, int) or not isinstance(hi, int):
+                    notes.append(f"{split.name!r} is not an integer column: one COPY stream")
+                    return None
+                ranges = split_ranges(lo, hi, streams, weight)
+            notes.append(f"{len(ranges) or 1} key range(s) of {split.name!r}")
+
+            def range_clauses(rng: tuple[int, int]) -> list[Any]:
+                return [split >= rng[0], split < rng[1]]
 
         def select_sql(cursor: Any, rng: tuple[int, int] | None) -> str:
             clauses = list(where)
             if rng is not None:
-                clauses += [split >= rng[0], split < rng[1]]
+                clauses += range_clauses(rng)
             stmt = select(*cols).select_from(base).where(*clauses).order_by(*order)
             return literal_sql(cursor, stmt)
 
@@ -195,6 +236,29 @@ def copy_parallel(
                 conn.rollback()
             finally:
                 conn.close()
+
+
+def _table_pages(cur: Any, table: str, notes: list[str]) -> int | None:
+    """The table's size in pages, read in the lead's snapshot transaction; None (with the
+    reason in `notes`) when a page split does not apply to it."""
+    cur.execute("SELECT current_setting('server_version_num')::int")
+    (version,) = cur.fetchone()
+    if version < 140000:
+        notes.append(
+            f"PostgreSQL {version} has no TID Range Scan (14+): a page split would scan "
+            "the whole table once per range"
+        )
+        return None
+    cur.execute(
+        "SELECT relkind, pg_relation_size(oid) / current_setting('block_size')::bigint "
+        "FROM pg_class WHERE oid = %s::regclass",
+        (table,),
+    )
+    kind, count = cur.fetchone()
+    if kind not in ("r", "m"):  # views and foreign tables have no ctid; partitions differ
+        notes.append(f"{table} is not a plain table or materialized view (relkind {kind!r})")
+        return None
+    return int(count)
 
 
 def _output_settings(cur: Any) -> dict[str, str] | None:
