@@ -120,9 +120,14 @@ def psql_copy_seconds(db: str, target: Path) -> float:
     return seconds
 
 
+def paired(ours: dict) -> list[float]:
+    """Each flow run's ratio (flow run seconds) to the psql run right before it."""
+    return [p / run[1] for p, run in zip(ours["psql_runs"], ours["all_runs"], strict=True)]
+
+
 def paired_ratios(ours: dict) -> str:
     """Each flow run against the psql run right before it, and their median."""
-    ratios = [p / run[1] for p, run in zip(ours["psql_runs"], ours["all_runs"], strict=True)]
+    ratios = paired(ours)
     psql_runs = [round(p, 2) for p in ours["psql_runs"]]
     return (
         f"paired with a psql run right before each: psql {psql_runs}, ratios (flow run) "
@@ -571,8 +576,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
         summary.append((f"PG CSV {args.streams} streams vs psql", ref_s / par["run_seconds"]))
         summary.append((f"PG CSV {args.streams} page ranges vs psql", ref_s / phys["run_seconds"]))
         for label, got in ((f"{args.streams} streams", par), (f"{args.streams} page ranges", phys)):
-            pairs = [p / r[1] for p, r in zip(got["psql_runs"], got["all_runs"], strict=True)]
-            summary.append((f"PG CSV {label} vs psql, paired median", statistics.median(pairs)))
+            summary.append(
+                (f"PG CSV {label} vs psql, paired median", statistics.median(paired(got)))
+            )
         if dlt_python is not None:
             for backend, fmt in (("connectorx", "parquet"), ("pyarrow", "parquet"),
                                  ("connectorx", "csv")):  # fmt: skip

@@ -161,6 +161,7 @@ def test_a_view_falls_back_to_key_ranges_and_says_why(pg_source, tmp_path, caplo
     assert rows_of(got) == rows_of(one)
     said = " ".join(r.getMessage() for r in caplog.records if r.name == "ingest.sql")
     assert "not a plain table" in said and "under one snapshot" not in said
+    assert "one COPY stream" in said
 
 
 @pytest.mark.parametrize(

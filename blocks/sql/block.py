@@ -1158,6 +1158,7 @@ class SqlSource(SourceBlock):
             notes=notes,
         )
         log = run_logger("ingest.sql")
+        # One note: the split used. More, or no rows: a fallback the user should see.
         level = logging.INFO if rows is not None and len(notes) == 1 else logging.WARNING
         log.log(
             level,

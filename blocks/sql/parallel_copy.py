@@ -118,8 +118,8 @@ def copy_parallel(
     split its pages instead (ctid ranges, storage order; `split` is then only the fallback
     when that is not applicable). `direct`: asyncpg connect keywords (host, port, user,
     password, database) to read the ranges with asyncpg (see the module docstring); None:
-    psycopg2 connections. `notes`: gets a line for the run log on the split used, or on
-    why none applied."""
+    psycopg2 connections. `notes`: gets one line for the run log on the split used, after
+    a line on why the page split did not apply, if it did not; or on why none applied."""
     notes = notes if notes is not None else []
     lead = engine.raw_connection()
     others: list[Any] = []
@@ -151,6 +151,7 @@ def copy_parallel(
                 return clauses
         else:
             if split is None:
+                notes.append("no integer key to split instead: one COPY stream")
                 return None
             bounds = select(func.min(split), func.max(split)).select_from(base).where(*where)
             cur.execute(literal_sql(cur, bounds))
